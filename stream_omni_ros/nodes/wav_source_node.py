@@ -1,0 +1,104 @@
+"""wav_source_node: publishes WAV files as AudioChunks on `audio/in`, paced by the node clock.
+
+Pacing by the node clock (a timer) means Gazebo's /clock drives it when use_sim_time is true, so
+spoken scenarios run in simulation and in CI without a sound card.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.signals import SignalHandlerOptions
+import soundfile
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+
+from stream_omni_ros.msg import AudioChunk
+from stream_omni_ros.nodes.audio_conversions import pcm_to_audio_msg
+
+
+def read_wav(path: str) -> tuple[np.ndarray, int]:
+    """Read a sound file as float32 [frames, channels] and its sample rate."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"wav_source: file {path!r} does not exist")
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    return samples, int(rate)
+
+
+class WavSourceNode(Node):
+    """Plays a list of sound files as an audio/in stream with silence between them."""
+
+    def __init__(self) -> None:
+        super().__init__("wav_source")
+        self.files = list(self.declare_parameter("files", [""]).value)
+        self.chunk_s = float(self.declare_parameter("chunk_s", 0.02).value)
+        self.gap_s = float(self.declare_parameter("gap_s", 1.0).value)
+        self.loop = bool(self.declare_parameter("loop", False).value)
+        self.encoding = str(self.declare_parameter("encoding", "S16LE").value)
+        self.frame_id = str(self.declare_parameter("frame_id", "microphone").value)
+        self.wait_for_subscribers = bool(
+            self.declare_parameter("wait_for_subscribers", True).value)
+        self.clips = [read_wav(f) for f in self.files if f]
+        if not self.clips:
+            raise ValueError("wav_source: parameter 'files' names no sound file")
+        qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub = self.create_publisher(AudioChunk, "audio/in", qos)
+        self.stream = self._chunks()
+        self.seq = 0
+        self.stream_start: Time | None = None
+        self.done = False
+        self.timer = self.create_timer(self.chunk_s, self._tick)
+
+    def _chunks(self):
+        """Yield (samples, rate) chunks of every clip followed by a silence gap."""
+        while True:
+            for samples, rate in self.clips:
+                step = max(1, int(round(self.chunk_s * rate)))
+                padded = np.concatenate(
+                    [samples, np.zeros((int(self.gap_s * rate), samples.shape[1]), np.float32)])
+                for start in range(0, padded.shape[0], step):
+                    yield padded[start:start + step], rate
+            if not self.loop:
+                return
+
+    def _tick(self) -> None:
+        if self.wait_for_subscribers and self.pub.get_subscription_count() == 0:
+            return
+        now = self.get_clock().now()
+        if self.stream_start is None:
+            self.stream_start, self.samples_sent = now, 0
+        chunk = next(self.stream, None)
+        if chunk is None:
+            self.done = True
+            self.timer.cancel()
+            self.get_logger().info(f"finished: {self.seq} chunks published")
+            return
+        samples, rate = chunk
+        first_sample = self.stream_start + Duration(
+            nanoseconds=int(self.samples_sent * 1e9 / rate))
+        self.pub.publish(pcm_to_audio_msg(samples, rate, encoding=self.encoding,
+                                          stamp=first_sample.to_msg(), frame_id=self.frame_id,
+                                          seq=self.seq))
+        self.seq += 1
+        self.samples_sent += samples.shape[0]
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the node until every file is published (or forever with loop:=true)."""
+    # Our own SIGINT handling: the context stays valid while open turns are written.
+    rclpy.init(args=args if args is not None else sys.argv,
+               signal_handler_options=SignalHandlerOptions.NO)
+    node = WavSourceNode()
+    try:
+        while rclpy.ok() and not node.done:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
