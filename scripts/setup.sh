@@ -36,8 +36,9 @@ fi
 case "$PYVER" in 3.1[0-9]) ;; *) die "Python $PYVER is too old: 3.10 or newer is needed." ;; esac
 
 # ------------------------------------------------------------------ 2. Debian packages
-# portaudio19-dev: headers to build pyaudio; espeak-ng + sox: demo and test speech.
-APT_PKGS=(portaudio19-dev espeak-ng sox)
+# portaudio19-dev: headers to build pyaudio; espeak-ng + sox: demo and test speech;
+# pulseaudio (+utils, ALSA plugin): a user-space sound server for the audio node tests.
+APT_PKGS=(portaudio19-dev espeak-ng sox pulseaudio pulseaudio-utils libasound2-plugins)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -100,9 +101,12 @@ if [ "$(cat "$PIP_STAMP" 2>/dev/null)" = "$pip_hash" ] && check_imports >/dev/nu
 else
   rm -f "$PIP_STAMP"
   log "pip install (${TORCH_SPEC}; ${REQ_FILES[*]})"
-  "${PIP[@]}" install -q --upgrade-strategy only-if-needed \
+  # Some pip configurations list local wheel folders that may not exist; that warning is noise.
+  quiet_pip() { "${PIP[@]}" "$@" 2>&1 | grep -v 'is ignored: it is neither a file nor a dir' \
+                || true; return "${PIPESTATUS[0]}"; }
+  quiet_pip install -q --upgrade-strategy only-if-needed \
     $(printf -- '-r %s ' "${REQ_FILES[@]}") -c "$VENV/constraints.txt"
-  "${PIP[@]}" install -q --no-deps --no-build-isolation -e . -c "$VENV/constraints.txt"
+  quiet_pip install -q --no-deps --no-build-isolation -e . -c "$VENV/constraints.txt"
   check_imports || die "the venv's packages do not import (see above). Remove $VENV and re-run."
   echo "$pip_hash" > "$PIP_STAMP"
 fi

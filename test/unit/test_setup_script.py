@@ -1,0 +1,48 @@
+"""scripts/setup.sh: clear messages for bad environments, and a no-op second run."""
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_setup(tmp_path: Path, **env_overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VENV": str(tmp_path / "venv"), **env_overrides}
+    return subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], env=env, text=True,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_missing_python_is_named(tmp_path):
+    result = run_setup(tmp_path, PYTHON=str(tmp_path / "no-such-python"))
+    assert result.returncode != 0
+    assert "no-such-python" in result.stderr and "3.11" in result.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_wrong_python_version_is_refused(tmp_path):
+    fake = tmp_path / "python3.9"
+    fake.write_text("#!/bin/sh\necho 3.9\n")
+    fake.chmod(0o755)
+    result = run_setup(tmp_path, PYTHON=str(fake))
+    assert result.returncode != 0
+    assert "Python 3.9" in result.stderr and "3.11" in result.stderr
+
+
+def test_missing_debian_package_that_cannot_be_installed_is_named(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "dpkg").write_text("#!/bin/sh\n[ \"$2\" = sox ] && exit 1\nexec /usr/bin/dpkg \"$@\"\n")
+    (fake_bin / "dpkg").chmod(0o755)
+    result = run_setup(tmp_path, PATH=f"{fake_bin}:{os.environ['PATH']}", SKIP_APT="1")
+    assert result.returncode != 0
+    assert "sox" in result.stderr and "missing Debian packages" in result.stderr
+
+
+def test_second_run_installs_and_builds_nothing():
+    env = {k: v for k, v in os.environ.items() if k != "VENV"}
+    result = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], env=env, text=True,
+                            capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert "Python packages up to date" in result.stdout
+    assert "colcon build up to date" in result.stdout
+    assert "pip install" not in result.stdout and "apt-get" not in result.stdout
