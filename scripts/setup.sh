@@ -56,12 +56,13 @@ fi
 
 # ------------------------------------------------------------------ 3. venv (repairs a broken one)
 venv_ok() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; }
-if ! venv_ok; then
+create_venv() {
   log "creating venv $VENV"
   rm -rf "$VENV"
   if [ -n "$SYSTEM_ROS" ]; then "$PYTHON" -m venv --system-site-packages "$VENV"
   else "$PYTHON" -m venv "$VENV"; fi
-fi
+}
+venv_ok || create_venv
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 # torch: '2.13.0+cpu' is satisfied only by a local CPU wheel that pip's configuration knows, so pinning
@@ -96,18 +97,31 @@ import silero_vad, rosbags, rosbags.image, yaml, pytest, onnx, stream_omni_ros
 print(f"torch {torch.__version__} transformers {transformers.__version__} numpy {numpy.__version__}")
 EOF
 }
+# Some pip configurations list local wheel folders that may not exist; that warning is noise.
+quiet_pip() {
+  local rc=0
+  "${PIP[@]}" "$@" >"$VENV/pip-last.log" 2>&1 || rc=$?
+  grep -v 'is ignored: it is neither a file nor a dir' "$VENV/pip-last.log" || true
+  return $rc
+}
+install_packages() {
+  quiet_pip install -q --upgrade-strategy only-if-needed \
+      $(printf -- '-r %s ' "${REQ_FILES[@]}") -c "$VENV/constraints.txt" \
+    && quiet_pip install -q --no-deps --no-build-isolation -e . -c "$VENV/constraints.txt" \
+    && check_imports
+}
 if [ "$(cat "$PIP_STAMP" 2>/dev/null)" = "$pip_hash" ] && check_imports >/dev/null 2>&1; then
   log "Python packages up to date"
 else
   rm -f "$PIP_STAMP"
   log "pip install (${TORCH_SPEC}; ${REQ_FILES[*]})"
-  # Some pip configurations list local wheel folders that may not exist; that warning is noise.
-  quiet_pip() { "${PIP[@]}" "$@" 2>&1 | grep -v 'is ignored: it is neither a file nor a dir' \
-                || true; return "${PIPESTATUS[0]}"; }
-  quiet_pip install -q --upgrade-strategy only-if-needed \
-    $(printf -- '-r %s ' "${REQ_FILES[@]}") -c "$VENV/constraints.txt"
-  quiet_pip install -q --no-deps --no-build-isolation -e . -c "$VENV/constraints.txt"
-  check_imports || die "the venv's packages do not import (see above). Remove $VENV and re-run."
+  if ! install_packages; then
+    # A half-built venv (an interrupted install, a deleted file) is rebuilt from scratch once.
+    log "the venv does not work after pip install: recreating $VENV"
+    rm -rf "$VENV"; create_venv
+    printf '%s\nnumpy==2.4.6\nsetuptools==84.2.1\n' "$TORCH_SPEC" > "$VENV/constraints.txt"
+    install_packages || die "the venv's packages do not import (see above)."
+  fi
   echo "$pip_hash" > "$PIP_STAMP"
 fi
 
