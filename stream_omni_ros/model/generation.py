@@ -1,0 +1,457 @@
+"""Streaming generation for the four inference types (spec 1.3, 5.4, 5.5, 7.4, 7.5).
+
+Text-out modes run an ordinary decode loop; speech-out modes run the simultaneous policy of
+spec 7.4: the LLM leads by 3 speakable tokens, each unit step cross-attends to the last 5 of them,
+and a new non-blank CTC label of the newest unit (trigger rule) advances the LLM by one token.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from stream_omni_ros.errors import ConfigError, InputError
+from stream_omni_ros.model.checkpoint import LoadedStreamOmni
+from stream_omni_ros.model.events import (END_MAX_TOKENS, END_MAX_UNITS, END_TEXT_EOS,
+                                          END_UNIT_EOS, GenerationEnd, GenerationEvent,
+                                          SpeechUnits, TextDelta, TranscriptFinal)
+from stream_omni_ros.model.tokens import (DEFAULT_SYSTEM_PROMPT, IMAGE_MARKER, ChatMessage,
+                                          PromptBuilder, PromptIds, SpecialIds, TextStream,
+                                          ctc_collapse, is_trigger, speakable_table)
+
+INFERENCE_TYPES = ("text_to_text", "text_to_speech", "speech_to_text", "speech_to_speech")
+SPEECH_IN = ("speech_to_text", "speech_to_speech")
+SPEECH_OUT = ("text_to_speech", "speech_to_speech")
+TEXT_LEAD = 3  # speakable text tokens generated before the first unit (spec 7.4)
+TEXT_WINDOW = 5  # speakable text tokens each unit step cross-attends to
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings of one request; greedy defaults reproduce the original's outputs."""
+
+    max_new_tokens: int = 512
+    max_new_units: int = 2048
+    temperature: float = 0.0  # text, text-out modes only (speech-out modes decode text greedily)
+    top_p: float = 1.0
+    unit_temperature: float = 0.0
+    unit_top_p: float = 1.0
+    seed: int = 0
+    mask_units: bool = False  # restrict the unit head to units and stop ids
+    max_text_steps_per_trigger: int = 64  # bounds a run of non-speakable text tokens
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    duplicate_bos: bool = False  # the original's two BOS tokens, for A/B comparison
+    ignore_stop_ids: bool = False  # fixed response lengths (benchmarks)
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "max_new_units", "max_text_steps_per_trigger"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"GenerationConfig.{name}={getattr(self, name)}; expected >= 1")
+        for name in ("temperature", "unit_temperature"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"GenerationConfig.{name}={getattr(self, name)}; expected >= 0")
+        for name in ("top_p", "unit_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"GenerationConfig.{name}={getattr(self, name)}; "
+                                  "expected 0 < top_p <= 1")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One turn: inference type, text or units, optional RGB images, earlier messages."""
+
+    inference_type: str
+    text: str | None = None
+    units: Sequence[int] | None = None
+    images: Sequence[np.ndarray] = ()
+    history: Sequence[ChatMessage] = ()
+    config: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+def validate_request(request: GenerationRequest, *, needs_content: bool = True) -> None:
+    """Raise InputError naming what is wrong with a request."""
+    kind = request.inference_type
+    if kind not in INFERENCE_TYPES:
+        raise InputError(f"unknown inference_type {kind!r}; expected one of {INFERENCE_TYPES}")
+    for index, image in enumerate(request.images):
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8
+                and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) > 0):
+            raise InputError(f"images[{index}]: expected an RGB uint8 array [h, w, 3], got "
+                             f"{type(image).__name__} {getattr(image, 'shape', '')} "
+                             f"{getattr(image, 'dtype', '')}")
+    if not needs_content:
+        return
+    if kind in SPEECH_IN and (request.units is None or len(request.units) == 0):
+        raise InputError(f"{kind} needs a non-empty units sequence, got {request.units!r}")
+    if kind not in SPEECH_IN and not request.text:
+        raise InputError(f"{kind} needs a non-empty text, got {request.text!r}")
+
+
+def select_token(logits: torch.Tensor, temperature: float, top_p: float,
+                 rng: torch.Generator) -> torch.Tensor:
+    """Pick one id from logits [V] on the device: argmax, or nucleus sampling. -> LongTensor[1]."""
+    if temperature <= 0:
+        return logits.argmax(-1, keepdim=True)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p >= 1:
+        return torch.multinomial(probs, 1, generator=rng)
+    sorted_probs, order = probs.sort(descending=True)
+    # Keep the smallest head of the distribution whose mass reaches top_p.
+    outside = sorted_probs.cumsum(-1) - sorted_probs > top_p
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    return order[torch.multinomial(sorted_probs, 1, generator=rng)]
+
+
+class PreparedTurn:
+    """One turn's prompt prefilled up to the user content; speech input is fed incrementally.
+
+    Speech input: `feed_units` runs the bottom stack, CTC and the LLM over the units heard so
+    far; units from the first changed index on are recomputed after truncating the caches.
+    """
+
+    def __init__(self, gen: StreamOmniGenerator, request: GenerationRequest,
+                 content_len: int | None = None):
+        validate_request(request, needs_content=False)
+        self.request, self._gen, self.used = request, gen, False
+        model, cfg = gen.model, request.config
+        self.builder = PromptBuilder(gen.tokenizer, gen.special, cfg.system_prompt,
+                                     cfg.duplicate_bos)
+        b = self.builder
+        head = b.prefix(request.history) + b.user_header() + b.image_lead(len(request.images))
+        self._tail = b.assistant_header()
+        images = [model.encode_image(rgb) for rgb in request.images]
+        side = [i for i in head if i != IMAGE_MARKER]
+        self._marker_positions = PromptIds(tuple(head), (0, 0), len(images)).marker_positions
+        self.speech_prefix_len = len(side)
+        self._allocate(len(side) + sum(len(x) for x in images), content_len)
+        self.units: list[int] = []
+        self.labels: list[int] = []
+        self._llm_units = 0  # units whose soft embeddings the LLM cache holds
+        self._prefill_head(side, images)
+        self.llm_prefix_len = self.caches.llm.length
+
+    def _allocate(self, llm_prefix: int, content_len: int | None) -> None:
+        kind, cfg, gen = self.request.inference_type, self.request.config, self._gen
+        if content_len is None:
+            room = (gen.model.config.max_position_embeddings - llm_prefix - len(self._tail)
+                    - cfg.max_new_tokens - 1)
+            content_len = max(1, min(gen.max_input_len, room))
+        llm_len = llm_prefix + content_len + len(self._tail) + cfg.max_new_tokens + 1
+        if llm_len > gen.model.config.max_position_embeddings:
+            raise InputError(f"prompt ({llm_prefix} + {content_len} content positions) plus "
+                             f"max_new_tokens {cfg.max_new_tokens} exceeds "
+                             f"max_position_embeddings {gen.model.config.max_position_embeddings}")
+        speech_len = 1
+        if kind in SPEECH_IN:
+            speech_len = self.speech_prefix_len + content_len + len(self._tail)
+        if kind == "text_to_speech":
+            speech_len = len(self.builder.speech_prefill().ids)
+        if kind in SPEECH_OUT:
+            speech_len += cfg.max_new_units + 1
+        self.caches = gen.model.new_caches(llm_len, speech_len)
+        self.hidden = None
+        if kind in SPEECH_IN or kind == "text_to_speech":
+            H = gen.model.config.hidden_size
+            self.hidden = torch.empty(1, speech_len, H, device=gen.model.device,
+                                      dtype=gen.model.dtype)
+
+    @torch.inference_mode()
+    def _prefill_head(self, side: list[int], images: list[torch.Tensor]) -> None:
+        model, kind = self._gen.model, self.request.inference_type
+        ids = self._gen.ids_tensor(side)
+        if kind in SPEECH_IN:
+            h_b = model.bottom_forward(ids, self.caches.bottom)
+            self.hidden[:, :h_b.shape[1]] = h_b
+            x = model.soft_text_embeddings(model.ctc_logits(h_b))
+        else:
+            x = model.embed_text(ids)
+        model.llm_forward(splice_images(x, self._marker_positions, images), self.caches.llm)
+        if kind == "text_to_speech":
+            template = self._gen.ids_tensor(self.builder.speech_prefill().ids)
+            h_b = model.bottom_forward(template, self.caches.bottom)
+            self.hidden[:, :h_b.shape[1]] = h_b
+
+    @property
+    def transcript(self) -> str:
+        """ASR transcript of the units fed so far (CTC collapse over the unit span only)."""
+        kept = ctc_collapse(self.labels, self._gen.special.blank)
+        return self._gen.tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+    @torch.inference_mode()
+    def feed_units(self, units: Sequence[int], run_llm: bool = True) -> str:
+        """Give all units heard so far (earlier ones may be revised); return the transcript.
+
+        Units from the first changed index on are recomputed after truncating the caches;
+        `run_llm=False` leaves the LLM prefill of the new units to `finish()`.
+        """
+        if self.request.inference_type not in SPEECH_IN:
+            raise InputError(f"feed_units: {self.request.inference_type} takes no speech input")
+        ids = self.builder.unit_ids(units)
+        k = 0
+        while k < min(len(units), len(self.units)) and units[k] == self.units[k]:
+            k += 1
+        if k < len(self.units) or k < len(units):
+            self.caches.bottom.truncate(self.speech_prefix_len + k)
+            self.labels = self.labels[:k] + self._bottom_in(ids[k:])
+            self.units = [int(u) for u in units]
+            self._llm_units = min(self._llm_units, k)
+            self.caches.llm.truncate(self.llm_prefix_len + self._llm_units)
+        if run_llm and self._llm_units < len(self.units):
+            self._gen.model.llm_forward(self._soft_since_llm(), self.caches.llm)
+            self._llm_units = len(self.units)
+        return self.transcript
+
+    def _bottom_in(self, ids: list[int]) -> list[int]:
+        """Bottom stack + CTC over new speech-side ids (states kept); returns their labels."""
+        if not ids:
+            return []
+        model, start = self._gen.model, self.caches.bottom.length
+        h_b = model.bottom_forward(self._gen.ids_tensor(ids), self.caches.bottom)  # [1, T, H]
+        self.hidden[:, start:start + len(ids)] = h_b
+        return model.ctc_logits(h_b)[0].argmax(-1).tolist()
+
+    def _soft_since_llm(self) -> torch.Tensor:
+        """Soft text embeddings of the speech positions the LLM has not read yet [1, T, H]."""
+        start = self.speech_prefix_len + self._llm_units
+        h_b = self.hidden[:, start:self.caches.bottom.length]
+        return self._gen.model.soft_text_embeddings(self._gen.model.ctc_logits(h_b))
+
+    @torch.inference_mode()
+    def finish(self, request: GenerationRequest) -> torch.Tensor:
+        """Feed the content and return the LLM input not yet read (its logits start the answer)."""
+        if request.inference_type in SPEECH_IN:
+            self.feed_units(request.units, run_llm=False)
+            self._bottom_in(self._tail)
+            return self._soft_since_llm()
+        ids = self.builder.text_ids(request.text) + self._tail
+        return self._gen.model.embed_text(self._gen.ids_tensor(ids))
+
+    def speech_hidden(self) -> torch.Tensor:
+        """Bottom-stack states of the whole speech-side prompt [1, Ls, H]."""
+        return self.hidden[:, :self.caches.bottom.length]
+
+    def release(self) -> None:
+        """Free the caches (the turn cannot be used afterwards)."""
+        self.caches = self.hidden = None
+
+
+def splice_images(x: torch.Tensor, positions: Sequence[int],
+                  images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Insert image tokens [n_i, H] into x [1, L, H] before the given positions (spec 4.5)."""
+    if not images:
+        return x
+    pieces, start = [], 0
+    for position, tokens in zip(positions, images):
+        pieces += [x[0, start:position], tokens.to(x.dtype)]
+        start = position
+    pieces.append(x[0, start:])
+    return torch.cat(pieces)[None]  # [1, L + sum(n_i), H]
+
+
+class _SpeechOutState:
+    """Per-request state of the simultaneous policy (never stored on the model)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.speakable_ids: list[int] = []  # `spk` of spec 7.4
+        self.pending: torch.Tensor | None = None  # last text id, not yet fed to the LLM
+        self.trigger = -1  # set to the blank id by the generator
+        self.n_text = 0
+        self.text_done = False
+        self.window: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def refresh_window(self) -> None:
+        """Window tensors: the last <= 5 speakable ids and their indices in the speakable list."""
+        ids, positions = text_window(self.speakable_ids)
+        self.window = None if not ids else (
+            torch.tensor([ids], device=self.device), torch.tensor(positions, device=self.device))
+
+
+def text_window(speakable_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The last <= 5 speakable ids and their indices in the speakable list (spec 7.2)."""
+    n = len(speakable_ids)
+    W = min(TEXT_WINDOW, n)
+    return list(speakable_ids[n - W:]), list(range(n - W, n))
+
+
+class StreamOmniGenerator:
+    """Runs requests on a loaded Stream-Omni model, one at a time, as typed event streams."""
+
+    def __init__(self, loaded: LoadedStreamOmni, max_input_len: int = 2048):
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.special = SpecialIds.from_tokenizer(loaded.tokenizer, loaded.config)
+        self.max_input_len = max_input_len
+        vt = self.model.lm_head.out_features
+        self.speakable = speakable_table(loaded.tokenizer, vt).tolist()
+        units_only = torch.zeros(self.model.audio_lm_head.out_features, dtype=torch.bool)
+        units_only[self.special.first_unit:self.special.first_unit + self.special.num_units] = 1
+        units_or_stop = units_only.clone()
+        units_or_stop[list(self.special.stop_ids)] = True
+        # With ignore_stop_ids the stop ids are masked too, so every unit step yields a unit.
+        self._unit_masks = {False: units_or_stop.to(self.model.device),
+                            True: units_only.to(self.model.device)}
+        self.active: PreparedTurn | None = None  # the turn of the running generate(), if any
+
+    def ids_tensor(self, ids: Sequence[int]) -> torch.Tensor:
+        """LongTensor [1, T] on the model's device."""
+        return torch.tensor([list(ids)], dtype=torch.long, device=self.model.device)
+
+    def prepare(self, request: GenerationRequest,
+                max_content_len: int | None = None) -> PreparedTurn:
+        """Prefill system prompt, history, user header and images before the content is known.
+
+        The caches are sized for `max_content_len` content positions (default: max_input_len,
+        reduced to what max_position_embeddings leaves).
+        """
+        return PreparedTurn(self, request, max_content_len)
+
+    def generate(self, request: GenerationRequest,
+                 prepared: PreparedTurn | None = None) -> Iterator[GenerationEvent]:
+        """Yield TranscriptFinal?, TextDelta*, SpeechUnits*, GenerationEnd for one request.
+
+        With `prepared`, its history and images are the ones used. Closing the returned
+        generator cancels the request and frees its caches.
+        """
+        validate_request(request)
+        if request.inference_type in SPEECH_IN:
+            PromptBuilder(self.tokenizer, self.special).unit_ids(request.units)  # range check
+        if prepared is not None and (prepared.used or prepared.caches is None or
+                                     prepared.request.inference_type != request.inference_type
+                                     or prepared.request.config != request.config):
+            raise InputError(f"prepared turn for {prepared.request.inference_type} (used="
+                             f"{prepared.used}) cannot serve a {request.inference_type} request "
+                             "(a prepared turn serves one request of its type and config)")
+        return self._run(request, prepared)
+
+    def _run(self, request: GenerationRequest,
+             prepared: PreparedTurn | None) -> Iterator[GenerationEvent]:
+        content_len = len(request.units) if request.inference_type in SPEECH_IN else len(
+            self.tokenizer.encode(request.text, add_special_tokens=False))
+        turn = prepared or PreparedTurn(self, request, content_len)
+        turn.used, self.active = True, turn
+        try:
+            if request.inference_type in SPEECH_IN:  # the transcript comes before the LLM runs
+                turn.feed_units(request.units, run_llm=False)
+                yield TranscriptFinal(turn.transcript, tuple(turn.labels))
+            x = turn.finish(request)
+            rng = torch.Generator(device=self.model.device).manual_seed(request.config.seed)
+            loop = self._speech_loop if request.inference_type in SPEECH_OUT else self._text_loop
+            yield from loop(turn, x, request.config, rng)
+        finally:
+            turn.release()
+            if self.active is turn:
+                self.active = None
+
+    @torch.inference_mode()
+    def _text_step(self, turn: PreparedTurn, x: torch.Tensor, temperature: float,
+                   top_p: float, rng: torch.Generator) -> tuple[int, torch.Tensor]:
+        """One LLM step over input embeddings [1, T, H]: the next text id (one host sync)."""
+        h = self.model.llm_forward(x, turn.caches.llm)
+        logits = self.model.text_logits(h[:, -1:])[0, -1]  # [Vt]
+        token = select_token(logits, temperature, top_p, rng)
+        return int(token.item()), token.view(1, 1)
+
+    def _text_loop(self, turn: PreparedTurn, x: torch.Tensor, cfg: GenerationConfig,
+                   rng: torch.Generator) -> Iterator[GenerationEvent]:
+        """t2t / s2t: plain autoregressive text with the request's sampling settings."""
+        stream, reason, n = TextStream(self.tokenizer), END_MAX_TOKENS, 0
+        while n < cfg.max_new_tokens:
+            token_id, token = self._text_step(turn, x, cfg.temperature, cfg.top_p, rng)
+            if token_id in self.special.stop_ids and not cfg.ignore_stop_ids:
+                reason = END_TEXT_EOS
+                break
+            n += 1
+            yield from _delta(stream, token_id)
+            x = self.model.embed_text(token)
+        yield from _flush(stream)
+        yield GenerationEnd(reason, n, 0)
+
+    def _advance_text(self, turn: PreparedTurn, state: _SpeechOutState, cfg: GenerationConfig,
+                      rng: torch.Generator, x: torch.Tensor | None = None) -> list[int]:
+        """Greedy LLM tokens until one more speakable token exists (LEAD at the start)."""
+        spk, s = state.speakable_ids, self.special
+        target = max(TEXT_LEAD, len(spk) + 1)
+        if turn.request.inference_type == "text_to_speech" and spk and spk[-1] in (s.eot,
+                                                                                   s.blank):
+            target = len(spk)
+        new_ids = []
+        for _ in range(cfg.max_text_steps_per_trigger):
+            if len(spk) >= target or state.text_done:
+                break
+            x = x if state.pending is None else self.model.embed_text(state.pending)
+            token_id, state.pending = self._text_step(turn, x, 0.0, 1.0, rng)
+            state.n_text += 1
+            if self.speakable[token_id]:
+                spk.append(token_id)
+            state.text_done = state.n_text >= cfg.max_new_tokens or (
+                token_id in s.stop_ids and not cfg.ignore_stop_ids)
+            new_ids.append(token_id)
+        state.refresh_window()
+        return new_ids
+
+    @torch.inference_mode()
+    def _unit_step(self, turn: PreparedTurn, state: _SpeechOutState, h_b: torch.Tensor,
+                   cfg: GenerationConfig, rng: torch.Generator) -> tuple[int, int, torch.Tensor]:
+        """Top stack on h_b [1, T, H] -> next id u; bottom + CTC of u; one host sync for both."""
+        window_ids, window_positions = state.window or (None, None)
+        h_t = self.model.top_forward(h_b, turn.caches.top, window_ids, window_positions)
+        logits = self.model.unit_logits(h_t[:, -1:])[0, -1]  # [V]
+        if cfg.mask_units:
+            logits = logits.masked_fill(~self._unit_masks[cfg.ignore_stop_ids], float("-inf"))
+        u = select_token(logits, cfg.unit_temperature, cfg.unit_top_p, rng)
+        # The bottom stack reads u before the host knows it: the CTC label comes in the same sync.
+        h_u = self.model.bottom_forward(u.view(1, 1), turn.caches.bottom)
+        label = self.model.ctc_logits(h_u)[0, -1].argmax(-1)
+        u_id, label_id = torch.stack([u.view(()), label]).tolist()
+        return u_id, label_id, h_u
+
+    def _speech_loop(self, turn: PreparedTurn, x: torch.Tensor, cfg: GenerationConfig,
+                     rng: torch.Generator) -> Iterator[GenerationEvent]:
+        """t2s / s2s: text leads by 3 speakable tokens; CTC triggers advance it (spec 7.4)."""
+        state, stream = _SpeechOutState(self.model.device), TextStream(self.tokenizer)
+        state.trigger = self.special.blank
+        yield from self._deltas(stream, self._advance_text(turn, state, cfg, rng, x), cfg)
+        h_b = turn.speech_hidden()
+        if h_b.shape[1] > 1:  # earlier positions need no cross-attention (spec 7.2)
+            self.model.top_forward(h_b[:, :-1], turn.caches.top)
+        u, label, h_u = self._unit_step(turn, state, h_b[:, -1:], cfg, rng)
+        n_steps, n_units, reason = 0, 0, END_MAX_UNITS
+        while n_steps < cfg.max_new_units:
+            if u in self.special.stop_ids and not cfg.ignore_stop_ids:
+                reason = END_UNIT_EOS
+                break
+            n_steps += 1
+            unit = self.special.id_to_unit(u)
+            if unit is not None:  # other ids are fed back but are not speech (spec 7.3)
+                yield SpeechUnits((unit,), n_units)
+                n_units += 1
+            if n_steps == cfg.max_new_units:
+                break
+            if is_trigger(label, state.trigger, self.special.blank):
+                state.trigger = label
+                yield from self._deltas(stream, self._advance_text(turn, state, cfg, rng), cfg)
+            u, label, h_u = self._unit_step(turn, state, h_u, cfg, rng)
+        yield from _flush(stream)
+        yield GenerationEnd(reason, len(stream.ids), n_units)
+
+    def _deltas(self, stream: TextStream, token_ids: list[int],
+                cfg: GenerationConfig) -> Iterator[TextDelta]:
+        """Deltas of new text ids; stop ids are not text unless they are ignored."""
+        for token_id in token_ids:
+            if token_id not in self.special.stop_ids or cfg.ignore_stop_ids:
+                yield from _delta(stream, token_id)
+
+
+def _delta(stream: TextStream, token_id: int) -> Iterator[TextDelta]:
+    delta = stream.push(token_id)
+    if delta:
+        yield TextDelta(delta, stream.text, token_id)
+
+
+def _flush(stream: TextStream) -> Iterator[TextDelta]:
+    delta = stream.flush()
+    if delta:
+        yield TextDelta(delta, stream.text, stream.ids[-1])
