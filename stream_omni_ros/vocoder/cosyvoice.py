@@ -19,6 +19,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from .flow import Flow, FlowConfig, load_flow_weights
 from .hift import HiFTGenerator, HiftConfig
 from .hparams import read_cosyvoice_yaml
+from .weights import load_state_strict
 
 logger = logging.getLogger(__name__)
 
@@ -194,19 +195,9 @@ def units_to_tensor(units: Sequence[int] | np.ndarray | torch.Tensor, vocab_size
     return torch.from_numpy(array.astype(np.int64))[None].to(device)
 
 
-def load_hift_weights(hift: HiFTGenerator, state: Mapping[str, torch.Tensor], source: str
-                      ) -> None:
+def load_hift_weights(hift: HiFTGenerator, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load a hift.pt state dict strictly; CheckpointError lists missing/unexpected/misshapen."""
-    own = hift.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshapen = sorted(f"{k}: {list(state[k].shape)} (expected {list(own[k].shape)})"
-                       for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    if missing or unexpected or misshapen:
-        raise CheckpointError(f"{source} does not match the HiFT configuration: missing keys "
-                              f"{missing}, unexpected keys {unexpected}, wrong shapes "
-                              f"{misshapen}")
-    hift.load_state_dict(state, strict=True)
+    load_state_strict(hift, state, source, "HiFT")
 
 
 def _configs_from_hparams(hparams: dict, path: Path) -> tuple[FlowConfig, HiftConfig]:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stream_omni_ros.errors import CheckpointError, ConfigError, InputError
+from stream_omni_ros.vocoder.weights import load_state_strict
 from stream_omni_ros.vocoder.conformer import ConformerConfig, ConformerEncoder, hparam_int
 from stream_omni_ros.vocoder.estimator import ConditionalDecoder, EstimatorConfig
 
@@ -276,13 +277,4 @@ class Flow(nn.Module):
 
 def load_flow_weights(flow: Flow, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load a flow.pt state dict strictly; CheckpointError lists missing/unexpected/misshapen."""
-    own = flow.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    misshapen = sorted(f"{k}: {list(state[k].shape)} (expected {list(own[k].shape)})"
-                       for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    if missing or unexpected or misshapen:
-        raise CheckpointError(f"{source} does not match the flow configuration: "
-                              f"missing keys {missing}, unexpected keys {unexpected}, "
-                              f"wrong shapes {misshapen}")
-    flow.load_state_dict(state, strict=True)
+    load_state_strict(flow, state, source, "flow")
