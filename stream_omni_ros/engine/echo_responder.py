@@ -1,0 +1,75 @@
+"""A deterministic Responder without a model: answers by echoing, speaks a tone per word.
+
+For running the engine and the nodes end to end on machines without the checkpoint (simulation,
+CI, demos of the turn-taking); it computes its audio for real and obeys cancellation like the
+model-backed responder.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from stream_omni_ros.engine.responder import (AudioPiece, Done, HistoryTurn, ResponderOutput,
+                                              TextPiece, Transcript, TurnRequest)
+
+ECHO_SAMPLE_RATE = 22050
+
+
+def describe_audio(audio: np.ndarray) -> str:
+    """A stand-in transcript that tells how much speech was heard."""
+    return f"({len(audio) / 16000:.1f} s of speech)"
+
+
+class EchoResponder:
+    """Replies "You said: <transcript>", one text piece and one audio piece per word."""
+
+    def __init__(self, seconds_per_word: float = 0.25, sample_rate: int = ECHO_SAMPLE_RATE):
+        self.seconds_per_word = seconds_per_word
+        self.sample_rate = sample_rate
+        self.prepared: tuple[tuple[HistoryTurn, ...], str] | None = None
+        self.responses_started = 0
+
+    def transcribe_partial(self, audio: np.ndarray) -> str:
+        """Duration of the speech so far, as text."""
+        return describe_audio(audio)
+
+    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str) -> None:
+        """Remember what was prepared (observable by tests and demos)."""
+        self.prepared = (history, system_prompt)
+
+    def count_tokens(self, text: str) -> int:
+        """Whitespace-separated words stand in for tokens."""
+        return len(text.split())
+
+    def reset(self) -> None:
+        """Forget the prepared prefix."""
+        self.prepared = None
+
+    def begin_turn(self, request: TurnRequest) -> Iterator[ResponderOutput]:
+        """Echo the request word by word, with a tone of rising pitch per word."""
+        self.responses_started += 1
+        transcript = request.text if request.text is not None else describe_audio(request.audio)
+        if request.audio is not None:
+            yield Transcript(transcript)
+        words = ["You", "said:", *transcript.split()]
+        if request.image is not None:
+            height, width = request.image.shape[:2]
+            words += ["and", "showed", f"{width}x{height}."]
+        if request.history:
+            words += [f"(turn {len(request.history) + 1})"]
+        text = ""
+        for index, word in enumerate(words):
+            delta = word if index == 0 else " " + word
+            text += delta
+            yield TextPiece(delta, text)
+            if request.speak:
+                yield AudioPiece(self._tone(index), self.sample_rate)
+        yield Done("text_eos", len(words))
+
+    def _tone(self, index: int) -> np.ndarray:
+        n = int(self.seconds_per_word * self.sample_rate)
+        hz = 200.0 + 20.0 * index
+        fade = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / 200.0)
+        return (0.3 * fade * np.sin(2 * np.pi * hz * np.arange(n) / self.sample_rate)).astype(
+            np.float32)

@@ -1,0 +1,201 @@
+"""ConversationEngine: turn-taking around a Responder, with one worker thread that owns the model.
+
+Public methods are thread-safe and never wait for the model: audio is endpointed in the caller's
+thread (so barge-in is noticed while the model works) and turns are handed to the worker through
+a command queue. Events leave through one ordered queue (or a callback).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import queue
+import threading
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+from stream_omni_ros.engine.audio_input import PcmChunk
+from stream_omni_ros.engine.commands import Abandoned, ResetHistory, StopWorker, TextTurn
+from stream_omni_ros.engine.config import EngineConfig
+from stream_omni_ros.engine.event_queue import EventQueue, start_dispatcher
+from stream_omni_ros.engine.events import (CANCEL_BARGE_IN, CANCEL_REQUESTED, CANCEL_RESET,
+                                           CANCEL_STOP, EngineEvent)
+from stream_omni_ros.engine.image_buffer import ImageBuffer
+from stream_omni_ros.engine.listener import Listener, ListenerCommand, UtteranceEnded
+from stream_omni_ros.engine.responder import Responder
+from stream_omni_ros.engine.vad import Endpointer, SileroVad
+from stream_omni_ros.engine.worker import TurnWorker
+from stream_omni_ros.engine.worker_state import WorkerHandle
+from stream_omni_ros.errors import StreamOmniError
+
+
+class ConversationEngine:
+    """Listens, takes turns and answers through a Responder; see the module docstring."""
+
+    def __init__(self, responder: Responder, config: EngineConfig | None = None, *,
+                 speech_probability: Callable[[np.ndarray], float] | None = None,
+                 callback: Callable[[EngineEvent], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config or EngineConfig()
+        self._clock = clock
+        self._stopped = False
+        self._events = EventQueue(self.config.conversation.max_pending_events)
+        self.images = ImageBuffer(self.config.image)
+        self._turn_ids = itertools.count(1)
+        self._last_turn_id = 0
+        self._audio_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        endpointer = Endpointer(self.config.vad, speech_probability or SileroVad())
+        self._listener = Listener(self.config, endpointer, self._new_turn_id, clock)
+        self._commands: queue.Queue = queue.Queue()
+        self._handle = WorkerHandle()
+        self._worker = TurnWorker(responder, self.config, self._handle, self._events, self.images)
+        self._thread = threading.Thread(target=self._worker.run, args=(self._commands,),
+                                        name="stream-omni-worker", daemon=True)
+        self._thread.start()
+        self._dispatcher = None
+        self.callback_errors: list[Exception] = []
+        if callback is not None:
+            self._dispatcher = start_dispatcher(self._events, callback, self._on_callback_error)
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def feed_audio(self, chunk: PcmChunk) -> None:
+        """Process a microphone chunk; raises InputError (and keeps going) on a bad chunk."""
+        self._check_running()
+        with self._audio_lock:  # held while submitting too: commands keep the audio's order
+            commands, warnings = self._listener.feed(chunk, self._handle.responding())
+            for warning in warnings:
+                self._events.put(warning)
+            self._submit(commands)
+
+    def feed_image(self, rgb: np.ndarray, stamp: float, frame_id: str = "") -> None:
+        """Store a camera frame; raises InputError on a bad image or stamp."""
+        self.images.add(rgb, stamp, frame_id)
+
+    def request_turn(self, text: str | None = None) -> int | None:
+        """Answer `text` now (returns its turn id), or with no text arm listening (on_request)."""
+        self._check_running()
+        if text is None:
+            with self._audio_lock:
+                self._listener.armed = True
+            return None
+        turn_id = self._new_turn_id()
+        self._handle.begin_responding(turn_id)
+        self._commands.put(TextTurn(turn_id, text, self._clock(), time.monotonic()))
+        return turn_id
+
+    def open_turn(self) -> int | None:
+        """Push-to-talk pressed: start an utterance now (interrupts the robot if barge_in)."""
+        self._check_running()
+        with self._audio_lock:
+            self._submit(self._listener.open_turn(self._handle.responding()))
+            return self._listener.turn_id
+
+    def close_turn(self) -> None:
+        """Push-to-talk released: the utterance is complete, answer it."""
+        with self._audio_lock:
+            self._submit(self._listener.close_turn())
+
+    # -- control -------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the current turn and any queued one; drop their unplayed audio."""
+        self._interrupt(CANCEL_REQUESTED, reset_stream=False)
+
+    def reset(self) -> None:
+        """Cancel everything and forget the conversation history and the audio stream."""
+        self._interrupt(CANCEL_RESET, reset_stream=True)
+        self._commands.put(ResetHistory())
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel everything, end the worker thread and close the event stream."""
+        self._stopped = True
+        self._interrupt(CANCEL_STOP, reset_stream=True)
+        self._commands.put(StopWorker())
+        self._thread.join(timeout)
+        self._events.close()
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout)
+
+    def reconfigure(self, config: EngineConfig) -> None:
+        """Apply new settings live (listen mode, barge-in, VAD, prompt, speech, camera).
+
+        Sizes fixed at construction (event queue, image buffer length, history bounds) keep
+        their values until the engine is rebuilt.
+        """
+        with self._audio_lock:
+            self._listener.apply_config(config)
+        self._worker.config = config  # read once per command by the worker
+        self.images.config = dataclasses.replace(self.images.config,
+                                                 max_age_s=config.image.max_age_s)
+        self.config = config
+
+    def __enter__(self) -> "ConversationEngine":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- output --------------------------------------------------------------------------------
+
+    def events(self) -> Iterator[EngineEvent]:
+        """Iterate over events in order until the engine is stopped."""
+        return iter(self._events)
+
+    def get_event(self, timeout: float | None = None) -> EngineEvent | None:
+        """Next event, or None after timeout."""
+        return self._events.get(timeout)
+
+    @property
+    def state(self) -> str:
+        """idle | listening | user_speaking | thinking | speaking."""
+        if self._listener.turn_id is not None:
+            return "user_speaking"
+        state = self._handle.state()
+        if state == "idle" and (self.config.listen.mode == "always" or self._listener.armed):
+            return "listening"
+        return state
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped because nobody read them (queue full)."""
+        return self._events.dropped
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise StreamOmniError("the conversation engine was stopped; create a new one")
+
+    def _new_turn_id(self) -> int:
+        with self._state_lock:
+            self._last_turn_id = next(self._turn_ids)
+            return self._last_turn_id
+
+    def _submit(self, commands: list[ListenerCommand]) -> None:
+        for command in commands:
+            if getattr(command, "barge_in", False):
+                self._handle.cancel_through(command.turn_id - 1, CANCEL_BARGE_IN)
+                self._commands.put(self._handle.playback_interrupt(CANCEL_BARGE_IN))
+            if isinstance(command, UtteranceEnded):
+                self._handle.begin_responding(command.turn_id)
+            self._commands.put(command)
+
+    def _interrupt(self, reason: str, reset_stream: bool) -> None:
+        with self._audio_lock:
+            if reset_stream:
+                abandoned = self._listener.reset()
+            else:
+                abandoned = self._listener.abandon()
+        with self._state_lock:
+            last = self._last_turn_id
+        self._handle.cancel_through(last, reason)
+        if abandoned is not None:
+            self._commands.put(Abandoned(abandoned, reason))
+        self._commands.put(self._handle.playback_interrupt(reason))
+
+    def _on_callback_error(self, error: Exception) -> None:
+        # kept for inspection; reporting it as an event would loop through the same callback
+        self.callback_errors.append(error)

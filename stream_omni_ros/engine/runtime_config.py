@@ -1,0 +1,128 @@
+"""Model-loading settings of a running assistant, and the loader that builds its Responder.
+
+The architecture comes from the checkpoint folders; these settings only say where the folders are
+and how to run them. Fields are plain scalars so the ROS layer exposes them as parameters
+(`device`, `dtype`, `quantization`, `model.path`, `cosyvoice.path`, `speech.*`, `generation.*`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream_omni_ros.engine.model_responder import StreamOmniResponder
+from stream_omni_ros.errors import CheckpointError, ConfigError
+from stream_omni_ros.model.checkpoint import DTYPES, QUANTIZATIONS, LoadOptions, load_stream_omni
+from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
+from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
+from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
+
+logger = logging.getLogger(__name__)
+
+SPEECH_TOKENIZER_FILE = "speech_tokenizer_v1.onnx"
+# The vocoder names its float types in full; the model loader uses the short names.
+VOCODER_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+_GEN = GenerationConfig  # defaults below are read from the model's own dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the Stream-Omni checkpoint is (local folder or hub id) and its context size."""
+
+    path: str = ""
+    vision_tower_path: str = ""  # only for checkpoints whose SigLIP weights live apart
+    max_input_len: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.max_input_len < 16:
+            raise ConfigError(f"model.max_input_len = {self.max_input_len}; expected >= 16")
+
+
+@dataclass(frozen=True)
+class CosyVoiceConfig:
+    """The CosyVoice-300M-25Hz folder (speech tokenizer in, flow + HiFT out)."""
+
+    path: str = ""
+    n_timesteps: int = 10  # flow-matching Euler steps per chunk
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """Spoken output: load the vocoder at all, and which speaker of spk2info.pt to use."""
+
+    enabled: bool = True
+    speaker: str = "英文女"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings exposed to users (the rest of GenerationConfig keeps its defaults)."""
+
+    max_new_tokens: int = _GEN.max_new_tokens
+    max_new_units: int = _GEN.max_new_units
+    temperature: float = _GEN.temperature
+    top_p: float = _GEN.top_p
+    unit_temperature: float = _GEN.unit_temperature
+    unit_top_p: float = _GEN.unit_top_p
+    seed: int = _GEN.seed
+
+    def to_generation_config(self) -> GenerationConfig:
+        """The model's GenerationConfig with these values (validated there)."""
+        return GenerationConfig(**dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything needed to load the model side of the assistant."""
+
+    device: str = "cpu"
+    dtype: str = "bf16"
+    quantization: str = "none"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cosyvoice: CosyVoiceConfig = field(default_factory=CosyVoiceConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype = {self.dtype!r}; expected one of {list(DTYPES)}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(f"quantization = {self.quantization!r}; expected one of "
+                              f"{list(QUANTIZATIONS)}")
+
+
+def _require_folder(value: str, name: str, holds: str) -> Path:
+    if not value:
+        raise ConfigError(f"parameter {name} is empty; expected the folder holding {holds}")
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f"{name} = {value!r} is not a folder; expected one holding {holds}")
+    return folder
+
+
+def load_responder(config: RuntimeConfig) -> StreamOmniResponder:
+    """Load checkpoint, speech tokenizer and (if speech is enabled) the vocoder."""
+    if not config.model.path:
+        raise ConfigError("parameter model.path is empty; expected a Stream-Omni checkpoint "
+                          "folder (config.json, model*.safetensors, tokenizer files)")
+    cosyvoice = _require_folder(config.cosyvoice.path, "cosyvoice.path",
+                                f"{SPEECH_TOKENIZER_FILE} and the CosyVoice files")
+    logger.info("loading Stream-Omni from %s on %s (%s, quantization %s)", config.model.path,
+                config.device, config.dtype, config.quantization)
+    loaded = load_stream_omni(config.model.path, LoadOptions(
+        device=config.device, dtype=config.dtype, quantization=config.quantization,
+        vision_tower_path=config.model.vision_tower_path or None))
+    generator = StreamOmniGenerator(loaded, max_input_len=config.model.max_input_len)
+    logger.info("loading speech tokenizer %s", cosyvoice / SPEECH_TOKENIZER_FILE)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] \
+        if config.device.startswith("cuda") else ["CPUExecutionProvider"]
+    tokenizer = SpeechTokenizer(cosyvoice / SPEECH_TOKENIZER_FILE, providers)
+    vocoder = None
+    if config.speech.enabled:
+        logger.info("loading CosyVoice vocoder from %s", cosyvoice)
+        vocoder = CosyVoiceVocoder.load(cosyvoice, VocoderOptions(
+            device=config.device, dtype=VOCODER_DTYPES[config.dtype],
+            n_timesteps=config.cosyvoice.n_timesteps, speaker=config.speech.speaker))
+    return StreamOmniResponder(generator, tokenizer, vocoder,
+                               config.generation.to_generation_config())

@@ -1,0 +1,103 @@
+"""Engine test fixtures: speech synthesised with espeak-ng inside the test, never stored."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from stream_omni_ros.engine.audio_input import PcmChunk
+from stream_omni_ros.engine.config import EngineConfig
+from stream_omni_ros.engine.echo_responder import EchoResponder
+from stream_omni_ros.engine.engine import ConversationEngine
+from stream_omni_ros.engine.events import TurnCancelled, TurnFinished
+from stream_omni_ros.engine.vad import SileroVad
+
+
+def _speak(folder: Path, text: str, pad_before_s: float = 0.0, pad_after_s: float = 0.0,
+           name: str = "speech") -> np.ndarray:
+    """Synthesise text as 16 kHz mono float32, with silence padded by sox."""
+    wav = folder / f"{name}.wav"
+    tts = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True)
+    subprocess.run(["sox", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", str(wav),
+                    "pad", str(pad_before_s), str(pad_after_s)],
+                   input=tts.stdout, check=True, capture_output=True)
+    samples, rate = soundfile.read(wav, dtype="float32")
+    assert rate == 16000
+    return samples
+
+
+@pytest.fixture
+def speak(tmp_path: Path):
+    """speak(text, pad_before_s=0, pad_after_s=0, name="speech") -> 16 kHz float32 speech."""
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        pytest.skip("espeak-ng and sox are needed to synthesise test speech")
+    return lambda text, *args, **kwargs: _speak(tmp_path, text, *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def silero() -> SileroVad:
+    """The real silero-vad model shipped with the silero_vad package (shared, reset per use)."""
+    return SileroVad()
+
+
+class Mic:
+    """Feeds 16 kHz float audio to an engine as stamped 40 ms S16LE chunks, like a driver."""
+
+    def __init__(self, engine: ConversationEngine, start_stamp: float = 1000.0) -> None:
+        self.engine, self.seq, self.stamp = engine, 0, start_stamp
+
+    def play(self, samples: np.ndarray) -> None:
+        """Send samples in 40 ms chunks."""
+        pcm = (np.clip(samples, -1, 32767 / 32768) * 32768).astype("<i2")
+        for i in range(0, len(pcm), 640):
+            piece = pcm[i:i + 640]
+            self.engine.feed_audio(PcmChunk(piece.tobytes(), 16000, stamp=self.stamp,
+                                            seq=self.seq))
+            self.seq += 1
+            self.stamp += len(piece) / 16000
+
+
+def _collect(engine: ConversationEngine, until=None, timeout: float = 10.0) -> list:
+    """Events up to and including the first that satisfies until (default: a turn's end)."""
+    until = until or (lambda e: isinstance(e, (TurnFinished, TurnCancelled)))
+    events, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = engine.get_event(timeout=0.1)
+        if event is not None:
+            events.append(event)
+            if until(event):
+                return events
+    raise AssertionError(f"timed out; got {[type(e).__name__ for e in events]}")
+
+
+@pytest.fixture
+def mic():
+    """mic(engine, start_stamp=1000.0) -> a Mic feeding that engine."""
+    return Mic
+
+
+@pytest.fixture
+def collect():
+    """collect(engine, until=None, timeout=10) -> events up to the first match (turn end)."""
+    return _collect
+
+
+@pytest.fixture
+def engine_factory(silero):
+    """make(responder=None, **config_groups) -> a ConversationEngine, stopped after the test."""
+    engines = []
+
+    def make(responder=None, **groups) -> ConversationEngine:
+        engine = ConversationEngine(responder or EchoResponder(), EngineConfig(**groups),
+                                    speech_probability=silero)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop()

@@ -1,0 +1,108 @@
+"""Engine options: half duplex, live reconfiguration, callback delivery, input warnings."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from stream_omni_ros.engine.audio_input import PcmChunk
+from stream_omni_ros.engine.config import ConversationConfig, EngineConfig, ListenConfig
+from stream_omni_ros.engine.echo_responder import EchoResponder
+from stream_omni_ros.engine.engine import ConversationEngine
+from stream_omni_ros.engine.events import InputWarning, TurnFinished, TurnStarted
+from stream_omni_ros.errors import StreamOmniError
+
+
+def silence(seconds: float) -> np.ndarray:
+    """Digital silence at 16 kHz."""
+    return np.zeros(int(seconds * 16000), np.float32)
+
+
+def test_half_duplex_ignores_the_mic_while_the_robot_speaks(engine_factory, mic, collect,
+                                                            speak):
+    engine = engine_factory(listen=ListenConfig(half_duplex=True))
+    utterance = np.concatenate([speak("Hello there."), silence(1.0)])
+    engine.request_turn("one two three")  # about 1.25 s of audio to play
+    collect(engine)
+    mic(engine).play(utterance)
+    assert engine.get_event(timeout=0.3) is None  # no barge-in, no new turn
+    deadline = time.monotonic() + 5
+    while engine.state == "speaking" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    mic(engine, 2000.0).play(utterance)
+    assert isinstance(collect(engine)[-1], TurnFinished)
+
+
+def test_reconfigure_switches_listen_mode_live(engine_factory, mic, collect, speak):
+    engine = engine_factory(EchoResponder(seconds_per_word=0.01))  # playback ends at once
+    utterance = np.concatenate([silence(0.3), speak("Robot, come here."), silence(1.0)])
+    microphone = mic(engine)
+    microphone.play(utterance)
+    assert isinstance(collect(engine)[-1], TurnFinished)
+    time.sleep(0.1)
+    engine.reconfigure(dataclasses.replace(engine.config, listen=ListenConfig(mode="on_request")))
+    assert engine.state == "idle"
+    microphone.play(utterance)
+    assert engine.get_event(timeout=0.3) is None
+    engine.request_turn()
+    assert engine.state == "listening"
+    microphone.play(utterance)
+    assert isinstance(collect(engine)[-1], TurnFinished)
+
+
+def test_history_is_bounded_by_its_token_budget(engine_factory, collect):
+    # EchoResponder counts words as tokens: exchanges here are 6, then 8 "tokens" long
+    engine = engine_factory(conversation=ConversationConfig(max_history_tokens=16))
+    for index in range(4):
+        engine.request_turn(f"question {index}")
+        last = collect(engine)[-1]
+    assert last.response.endswith("(turn 3)")  # two exchanges (16 tokens) fit, three do not
+
+
+def test_callback_receives_every_event_in_order(silero):
+    received, finished = [], threading.Event()
+
+    def on_event(event) -> None:
+        received.append(event)
+        if isinstance(event, TurnFinished):
+            finished.set()
+
+    engine = ConversationEngine(EchoResponder(), EngineConfig(), speech_probability=silero,
+                                callback=on_event)
+    try:
+        turn = engine.request_turn("hello robot")
+        assert finished.wait(5)
+    finally:
+        engine.stop()
+    assert isinstance(received[0], TurnStarted) and received[0].turn_id == turn
+    assert {e.turn_id for e in received} == {turn}
+
+
+def test_gaps_and_clipping_are_reported(engine_factory, collect):
+    engine = engine_factory()
+    loud = np.full(640, 32767, "<i2").tobytes()
+    engine.feed_audio(PcmChunk(loud, 16000, seq=1))
+    engine.feed_audio(PcmChunk(loud, 16000, seq=4))
+    warnings = collect(engine, lambda e: isinstance(e, InputWarning) and e.kind == "gap")
+    kinds = [w.kind for w in warnings if isinstance(w, InputWarning)]
+    assert kinds[0] == "clipping" and "100.0%" in warnings[0].message
+    assert "80 ms" in warnings[-1].message
+
+
+def test_stop_ends_the_event_stream_and_refuses_more_input(silero):
+    engine = ConversationEngine(EchoResponder(), EngineConfig(), speech_probability=silero)
+    engine.request_turn("hello")
+    collected = []
+    reader = threading.Thread(target=lambda: collected.extend(engine.events()))
+    reader.start()
+    time.sleep(0.2)
+    engine.stop()
+    reader.join(5)
+    assert not reader.is_alive()  # the iterator ended with the engine
+    assert [type(e).__name__ for e in collected][-2:] == ["TurnFinished", "SpeechInterrupted"]
+    assert collected[-1].reason == "stop"  # a sink stops playing what it still holds
+    with pytest.raises(StreamOmniError, match="stopped"):
+        engine.feed_audio(PcmChunk(b"\0\0", 16000))

@@ -1,0 +1,121 @@
+"""The engine over the real model code: tiny random Stream-Omni, speech tokenizer and CosyVoice,
+written in their on-disk formats and loaded by the real loaders."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from stream_omni_ros.engine.audio_input import PcmChunk
+from stream_omni_ros.engine.config import EngineConfig
+from stream_omni_ros.engine.engine import ConversationEngine
+from stream_omni_ros.engine.events import (ResponseDelta, SpeechChunk, TranscriptFinal,
+                                           TranscriptPartial, TurnCancelled, TurnFinished)
+from stream_omni_ros.engine.model_responder import StreamOmniResponder
+from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
+from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
+from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
+from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
+from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer
+from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
+from stream_omni_ros.vocoder.tiny_cosyvoice import write_tiny_cosyvoice
+
+
+@pytest.fixture(scope="module")
+def tiny_parts(tmp_path_factory):
+    torch.set_num_threads(1)  # tiny matmuls: threads only add overhead on 2 cores
+    root = tmp_path_factory.mktemp("tiny_engine")
+    folder = write_tiny_checkpoint(root / "stream_omni", variant="anyres")
+    loaded = load_stream_omni(str(folder), LoadOptions(device="cpu", dtype="fp32",
+                                                       local_files_only=True))
+    tokenizer = SpeechTokenizer(write_tiny_speech_tokenizer(root / "cosyvoice"))
+    vocoder = CosyVoiceVocoder.load(write_tiny_cosyvoice(root / "cosyvoice"),
+                                    VocoderOptions(n_timesteps=2))
+    return StreamOmniGenerator(loaded), tokenizer, vocoder
+
+
+@pytest.fixture
+def model_engine(tiny_parts, silero):
+    generator, tokenizer, vocoder = tiny_parts
+    generation = GenerationConfig(max_new_tokens=12, max_new_units=40, mask_units=True)
+    responder = StreamOmniResponder(generator, tokenizer, vocoder, generation)
+    engine = ConversationEngine(responder, EngineConfig(), speech_probability=silero)
+    yield engine, responder
+    engine.stop()
+
+
+def collect_turn(engine: ConversationEngine, timeout: float = 30.0) -> list:
+    """Events up to the end of the next turn."""
+    events, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = engine.get_event(timeout=0.1)
+        if event is not None:
+            events.append(event)
+            if isinstance(event, (TurnFinished, TurnCancelled)):
+                return events
+    raise AssertionError(f"timed out; got {[type(e).__name__ for e in events]}")
+
+
+def play(engine: ConversationEngine, samples: np.ndarray, stamp: float = 50.0) -> None:
+    """Feed 16 kHz audio as stamped 40 ms S16LE chunks."""
+    pcm = (np.clip(samples, -1, 32767 / 32768) * 32768).astype("<i2")
+    for i in range(0, len(pcm), 640):
+        engine.feed_audio(PcmChunk(pcm[i:i + 640].tobytes(), 16000, stamp=stamp + i / 16000))
+
+
+def test_spoken_turn_through_the_tiny_model(model_engine, speak):
+    engine, responder = model_engine
+    speech = speak("Hello robot, what is on the table in front of you?", 0.4, 1.0)
+    play(engine, speech[:32000])  # the user is still talking
+    early = []
+    while not early or not isinstance(early[-1], TranscriptPartial):
+        early.append(engine.get_event(timeout=10))
+    play(engine, speech[32000:], stamp=52.0)
+    events = early + collect_turn(engine)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "TurnStarted" and kinds[-1] == "TurnFinished", kinds
+    assert len({e.turn_id for e in events}) == 1
+    final = kinds.index("TranscriptFinal")
+    assert set(kinds[1:final]) == {"TranscriptPartial"}
+    deltas = [e for e in events if isinstance(e, ResponseDelta)]
+    chunks = [e for e in events if isinstance(e, SpeechChunk)]
+    done = events[-1]
+    assert done.response == "".join(d.delta for d in deltas)
+    assert done.transcript == events[final].text
+    assert chunks and {c.sample_rate for c in chunks} == {22050} and chunks[-1].is_final
+    # the streamed audio has the offline length for the units generated (256 samples a frame)
+    assert sum(len(c.pcm) for c in chunks) % 256 == 0
+    assert done.metrics.endpoint_to_first_text_s is not None
+    assert done.metrics.endpoint_to_first_audio_s is not None
+
+
+def test_text_turn_with_camera_frame_and_history(model_engine):
+    engine, responder = model_engine
+    engine.feed_image(np.random.default_rng(0).integers(0, 256, (60, 80, 3), np.uint8),
+                      stamp=time.time())
+    first = engine.request_turn("What do you see?")
+    events = collect_turn(engine)
+    assert isinstance(events[-1], TurnFinished) and events[-1].turn_id == first
+    assert events[-1].image_stamp is not None
+    assert isinstance(events[1], TranscriptFinal) and events[1].text == "What do you see?"
+    engine.request_turn("And now?")
+    assert isinstance(collect_turn(engine)[-1], TurnFinished)
+
+
+def test_partial_transcript_matches_the_final_one_for_the_same_audio(tiny_parts, speak):
+    generator, tokenizer, vocoder = tiny_parts
+    responder = StreamOmniResponder(generator, tokenizer, None, GenerationConfig(
+        max_new_tokens=4))
+    speech = speak("Please bring me the blue box.")
+    responder.prepare((), "")
+    partial = responder.transcribe_partial(speech)
+    outputs = list(responder.begin_turn(_speech_request(speech)))
+    assert outputs[0].text == partial
+    assert outputs[-1].text_tokens <= 4
+
+
+def _speech_request(audio: np.ndarray):
+    from stream_omni_ros.engine.responder import TurnRequest
+    return TurnRequest(audio, None, None, (), "", speak=False)
