@@ -40,9 +40,10 @@ def test_missing_debian_package_that_cannot_be_installed_is_named(tmp_path):
 
 def test_second_run_installs_and_builds_nothing():
     env = {k: v for k, v in os.environ.items() if k != "VENV"}
-    result = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], env=env, text=True,
-                            capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stderr
-    assert "Python packages up to date" in result.stdout
-    assert "colcon build up to date" in result.stdout
-    assert "pip install" not in result.stdout and "apt-get" not in result.stdout
+    runs = [subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], env=env, text=True,
+                           capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+            for _ in range(2)]  # the first brings a changed tree up to date
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    second = runs[1].stdout
+    assert "Python packages up to date" in second and "colcon build up to date" in second
+    assert "pip install" not in second and "apt-get" not in second
