@@ -5,6 +5,7 @@ so it does not depend on transformers' internal attention or cache APIs.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -48,6 +49,14 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScaling | None) -> t
     return torch.where(is_medium, blended, scaled)
 
 
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [len(positions), head_dim] (rotate-half layout) from inv_freq on that device."""
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # [T, hd/2]
+    angles = torch.cat((freqs, freqs), dim=-1)  # [T, hd]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
 class Rotary:
     """cos/sin tables for arbitrary positions; shared by every stack (no state-dict entries)."""
 
@@ -55,16 +64,18 @@ class Rotary:
         self.inv_freq_cpu = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
         self._inv_freq_by_device: dict[torch.device, torch.Tensor] = {}
 
+    def inv_freq(self, device: torch.device) -> torch.Tensor:
+        """Inverse frequencies [head_dim/2] on `device` (copied there once)."""
+        inv_freq = self._inv_freq_by_device.get(device)
+        if inv_freq is None:
+            inv_freq = self.inv_freq_cpu.to(device)
+            self._inv_freq_by_device[device] = inv_freq
+        return inv_freq
+
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [len(positions), head_dim] (rotate-half layout) in `dtype`."""
-        inv_freq = self._inv_freq_by_device.get(positions.device)
-        if inv_freq is None:
-            inv_freq = self.inv_freq_cpu.to(positions.device)
-            self._inv_freq_by_device[positions.device] = inv_freq
-        freqs = positions.float()[:, None] * inv_freq[None, :]  # [T, hd/2]
-        angles = torch.cat((freqs, freqs), dim=-1)  # [T, hd]
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        return rope_cos_sin(positions, self.inv_freq(positions.device), dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -101,6 +112,13 @@ class KVCache:
         self.kv[layer, 1, :, :, start:end] = v
         return self.kv[layer, 0, :, :, :end], self.kv[layer, 1, :, :, :end]
 
+    def attention_mask(self, start: int, count: int, device: torch.device,
+                       ) -> tuple[torch.Tensor | None, bool]:
+        """(mask, is_causal) for SDPA of `count` queries at start.. over the keys written."""
+        if start == 0 and count > 1:
+            return None, True
+        return causal_mask(start, count, device), False
+
     def advance(self, count: int) -> None:
         """Commit `count` positions written by every layer."""
         self.length += count
@@ -115,6 +133,37 @@ class KVCache:
     def reset(self) -> None:
         """Forget every position."""
         self.length = 0
+
+    def reuse(self) -> KVCache:
+        """A new empty cache over this one's storage (stale entries are never read)."""
+        cache = copy.copy(self)
+        cache.length = 0
+        return cache
+
+
+class StaticStep:
+    """One position written at a device index; attention spans the whole cache under a mask.
+
+    Shapes never depend on how full the cache is, so a compiled step replays for every position.
+    """
+
+    def __init__(self, kv: torch.Tensor, position: torch.Tensor) -> None:
+        self.kv = kv  # a KVCache's [layers, 2, 1, kv_heads, capacity, head_dim]
+        self.position = position  # LongTensor [1] on kv's device
+        key_positions = torch.arange(kv.shape[4], device=kv.device)
+        self.mask = (key_positions <= position)[None]  # [1, capacity]: keys written so far
+
+    def write(self, layer: int, start: object, k: torch.Tensor, v: torch.Tensor,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k/v [1, kv_heads, 1, hd] at the device position; return the whole layer."""
+        self.kv[layer, 0].index_copy_(2, self.position, k)
+        self.kv[layer, 1].index_copy_(2, self.position, v)
+        return self.kv[layer, 0], self.kv[layer, 1]
+
+    def attention_mask(self, start: object, count: int, device: torch.device,
+                       ) -> tuple[torch.Tensor, bool]:
+        """The key mask [1, capacity] (one query per step)."""
+        return self.mask, False
 
 
 def causal_mask(start: int, count: int, device: torch.device) -> torch.Tensor | None:
@@ -140,16 +189,16 @@ class SelfAttention(nn.Module):
         self.o_proj = nn.Linear(self.heads * hd, config.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: KVCache, layer: int, start: int) -> torch.Tensor:
-        """x [1, T, H] at positions start..start+T-1 -> [1, T, H]."""
+                cache: KVCache | StaticStep, layer: int, start: int | torch.Tensor,
+                ) -> torch.Tensor:
+        """x [1, T, H] at positions start..start+T-1 (a device tensor for StaticStep)."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # [B,h,T,hd]
         k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         keys, values = cache.write(layer, start, k, v)
-        is_causal = start == 0 and T > 1
-        mask = None if is_causal else causal_mask(start, T, x.device)
+        mask, is_causal = cache.attention_mask(start, T, x.device)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal,
                                            enable_gqa=self.kv_heads != self.heads)
         y = y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # [B, T, h*hd]
@@ -207,7 +256,8 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: KVCache, layer: int, start: int) -> torch.Tensor:
+                cache: KVCache | StaticStep, layer: int, start: int | torch.Tensor,
+                ) -> torch.Tensor:
         """x [1, T, H] -> [1, T, H], extending `cache` at layer index `layer`."""
         x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, start)
         return x + self.mlp(self.post_attention_layernorm(x))
@@ -221,7 +271,7 @@ class TopAudioDecoderLayer(LlamaDecoderLayer):
         self.audio_text_attn = CrossAttention(config)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: KVCache, layer: int, start: int,
+                cache: KVCache | StaticStep, layer: int, start: int | torch.Tensor,
                 cross: tuple[torch.Tensor, tuple, tuple] | None = None) -> torch.Tensor:
         """Like the Llama block; `cross` = (text [1,W,H], query rope, key rope) or None."""
         x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, start)
