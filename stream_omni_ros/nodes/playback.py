@@ -1,0 +1,169 @@
+"""Plays queued PCM on a PortAudio output stream in callback mode, with a jitter buffer.
+
+PortAudio pulls audio from the queue in its own thread and gets silence when the queue is
+empty, so the device runs continuously: no start thresholds or blocking writes into a sound
+server's large buffer (PulseAudio's ALSA plugin buffers seconds and drops them on close). The
+device therefore holds only a few periods, and flush() (clearing the queue) silences the speaker
+within about one device latency. The period is left to PortAudio: a fixed 20 ms period made the
+PulseAudio ALSA plugin pull audio several times faster than real time and lose it.
+
+Opening a stream is slow on some servers (PulseAudio's ALSA plugin starts pulling audio only
+1-2 s after the open), hence `initial_fmt`: open the stream for the expected format at start-up
+rather than with the first chunk. A helper thread reopens the stream when the rate or channel
+count of the next chunk differs, after the old audio has played out.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyaudio
+
+PERIOD_S = 0.02  # how often the helper thread looks for a format change
+UNSPECIFIED = pyaudio.paFramesPerBufferUnspecified
+MAX_DRAIN_S = 0.5  # longest wait for the device to play out before a format change
+
+
+@dataclass
+class Chunk:
+    """int16 frames [frames, channels] at one rate, with how many were already played."""
+
+    sample_rate: int
+    frames: np.ndarray
+    played: int = 0
+
+    @property
+    def fmt(self) -> tuple[int, int]:
+        """(sample_rate, channels) the output stream must have to play this chunk."""
+        return self.sample_rate, self.frames.shape[1]
+
+    @property
+    def remaining_s(self) -> float:
+        """Seconds not played yet."""
+        return (self.frames.shape[0] - self.played) / self.sample_rate
+
+
+class Playback:
+    """Plays PCM pushed with put(); flush() silences it."""
+
+    def __init__(self, audio: pyaudio.PyAudio, device_index: int | None,
+                 jitter_buffer_s: float, max_queue_s: float, logger,
+                 initial_fmt: tuple[int, int] | None = None) -> None:
+        self.audio, self.device_index, self.logger = audio, device_index, logger
+        self.initial_fmt = initial_fmt
+        self.jitter_buffer_s, self.max_queue_s = jitter_buffer_s, max_queue_s
+        self.queue: collections.deque[Chunk] = collections.deque()
+        self.queued_s = 0.0
+        self.waiting_since: float | None = None
+        self.end_of_stream = False
+        self.playing = False
+        self.closed = False
+        self.dropped_s = 0.0
+        self.stream: pyaudio.Stream | None = None
+        self.stream_fmt: tuple[int, int] | None = None
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._manage_stream, name="playback", daemon=True)
+        self.thread.start()
+
+    def put(self, samples: np.ndarray, sample_rate: int, end_of_stream: bool) -> None:
+        """Queue float PCM [frames, channels]; end_of_stream lets a short tail start at once."""
+        pcm16 = (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).round().astype(np.int16)
+        chunk = Chunk(sample_rate, pcm16)
+        with self.cond:
+            if self.queued_s + chunk.remaining_s > self.max_queue_s:
+                self.dropped_s += chunk.remaining_s  # far behind: drop the newest audio
+            elif pcm16.shape[0]:
+                self.queue.append(chunk)
+                self.queued_s += chunk.remaining_s
+            self.end_of_stream = self.end_of_stream or end_of_stream
+            if self.waiting_since is None:
+                self.waiting_since = time.monotonic()
+            self.cond.notify()
+
+    def flush(self) -> float:
+        """Drop all queued audio; return the seconds dropped."""
+        with self.cond:
+            dropped = self.queued_s
+            self.queue.clear()
+            self.queued_s, self.waiting_since = 0.0, None
+            self.end_of_stream = self.playing = False
+        return dropped
+
+    def close(self) -> None:
+        """Stop the helper thread and close the stream."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+        self.thread.join(timeout=5.0)
+
+    def _ready(self) -> bool:
+        """Jitter buffer: start once enough is queued, the stream ended, or we waited enough."""
+        if self.playing:
+            return True
+        waited = time.monotonic() - (self.waiting_since or time.monotonic())
+        return (self.queued_s >= self.jitter_buffer_s or self.end_of_stream
+                or waited >= self.jitter_buffer_s)
+
+    def _fill(self, out: np.ndarray) -> None:
+        """Copy queued frames of the stream's format into `out` [frames, channels]."""
+        filled = 0
+        while filled < out.shape[0] and self.queue and self.queue[0].fmt == self.stream_fmt:
+            head = self.queue[0]
+            take = min(out.shape[0] - filled, head.frames.shape[0] - head.played)
+            out[filled:filled + take] = head.frames[head.played:head.played + take]
+            head.played += take
+            filled += take
+            self.queued_s -= take / head.sample_rate
+            if head.played == head.frames.shape[0]:
+                self.queue.popleft()
+        if not self.queue:  # underrun or done: buffer again before the next start
+            self.playing, self.waiting_since, self.end_of_stream = False, None, False
+
+    def _on_output(self, _in_data, frame_count: int, _time_info, _status):
+        out = np.zeros((frame_count, self.stream_fmt[1]), np.int16)  # silence by default
+        with self.cond:
+            if self.queue and self._ready():
+                self.playing = True
+                self._fill(out)
+        return out.tobytes(), pyaudio.paContinue
+
+    def _manage_stream(self) -> None:
+        """Open the stream for the next chunk's format; reopen after the old audio played."""
+        if self.initial_fmt is not None:
+            self._open_stream(self.initial_fmt)
+        while True:
+            with self.cond:
+                while not self.closed and not (self.queue and
+                                               self.queue[0].fmt != self.stream_fmt):
+                    self.cond.wait(timeout=PERIOD_S)
+                if self.closed:
+                    break
+                fmt = self.queue[0].fmt
+            if self.stream is not None:
+                time.sleep(min(self.stream.get_output_latency(), MAX_DRAIN_S))
+            self._close_stream()
+            self._open_stream(fmt)
+        self._close_stream()
+
+    def _open_stream(self, fmt: tuple[int, int]) -> None:
+        rate, channels = fmt
+        self.stream_fmt = fmt  # set first: the callback starts inside open()
+        try:
+            self.stream = self.audio.open(format=pyaudio.paInt16, channels=channels, rate=rate,
+                                          output=True, output_device_index=self.device_index,
+                                          frames_per_buffer=UNSPECIFIED,
+                                          stream_callback=self._on_output)
+        except OSError as err:
+            self.logger.error(f"cannot open output at {rate} Hz x {channels} ch: {err}; "
+                              "dropping audio in that format")
+            with self.cond:
+                while self.queue and self.queue[0].fmt == fmt:
+                    self.queued_s -= self.queue.popleft().remaining_s
+
+    def _close_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        self.stream, self.stream_fmt = None, None

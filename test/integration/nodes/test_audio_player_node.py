@@ -1,0 +1,100 @@
+"""audio_player_node plays audio/out on a (PulseAudio null-sink) speaker and stops on request."""
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Trigger
+
+from stream_omni_ros.msg import AudioChunk, NodeState
+from stream_omni_ros.nodes.audio_conversions import pcm_to_audio_msg
+from stream_omni_ros.nodes.executables import start_node
+
+REC_RATE = 16000
+
+
+@pytest.fixture
+def player(pulse, ros_node, sound, tmp_path):
+    """The player node on spk_sink, a recorder on its monitor, and publishers to drive it."""
+    node = start_node("audio_player_node", {"device": "pulse", "jitter_buffer_s": 0.05},
+                      env=pulse.client_env(PULSE_SINK="spk_sink"))
+    audio_pub = ros_node.create_publisher(
+        AudioChunk, "audio/out", QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE))
+    state_pub = ros_node.create_publisher(NodeState, "state", QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    stop = ros_node.create_client(Trigger, "audio_player/stop_speaking")
+    recording = pulse.record("spk_sink.monitor", tmp_path / "speaker.raw", REC_RATE)
+    try:
+        assert sound.spin_until(ros_node, lambda: audio_pub.get_subscription_count() > 0
+                                and state_pub.get_subscription_count() > 0
+                                and stop.service_is_ready(), 20.0), "player did not come up"
+        yield audio_pub, state_pub, stop, recording
+    finally:
+        recording.stop()
+        node.send_signal(signal.SIGINT)
+        assert node.wait(timeout=10) == 0
+
+
+def publish_tone(pub, sound, freq_hz: float, seconds: float, rate: int, turn_id: int,
+                 first_seq: int = 0, final: bool = True) -> None:
+    """Publish a tone as 0.1 s chunks of one turn, all at once (faster than real time)."""
+    samples = sound.tone(freq_hz, seconds, rate)
+    step = rate // 10
+    for seq, start in enumerate(range(0, len(samples), step), first_seq):
+        pub.publish(pcm_to_audio_msg(samples[start:start + step], rate, turn_id=turn_id, seq=seq,
+                                     is_final=final and start + step >= len(samples)))
+
+
+def test_tones_at_two_rates_are_played_in_order(player, ros_node, sound):
+    audio_pub, _, _, recording = player
+    publish_tone(audio_pub, sound, 440.0, 0.6, 22050, turn_id=1)
+    publish_tone(audio_pub, sound, 880.0, 0.6, 16000, turn_id=2)  # stream reopens at 16 kHz
+    sound.spin_until(ros_node, lambda: recording.loud_seconds() >= 1.2, 10.0)
+    sound.spin_for(ros_node, 0.3)
+    samples = recording.stop()
+    assert 1.1 <= sound.loud_seconds(samples, REC_RATE) <= 1.4
+    loud = sound.loud_part(samples, REC_RATE)
+    quarter = len(loud) // 4
+    assert abs(sound.dominant_hz(loud[:quarter], REC_RATE) - 440.0) < 5.0
+    assert abs(sound.dominant_hz(loud[-quarter:], REC_RATE) - 880.0) < 5.0
+
+
+def interrupt_a_long_answer(ros_node, sound, audio_pub, recording, interrupt) -> float:
+    """Play 4 s of turn 3, interrupt 0.3 s into it; return seconds that were played."""
+    publish_tone(audio_pub, sound, 440.0, 4.0, 22050, turn_id=3, final=False)
+    assert sound.spin_until(ros_node, lambda: recording.loud_seconds() >= 0.3, 10.0)
+    interrupt()
+    # Chunks of the interrupted turn that arrive late are not played either.
+    publish_tone(audio_pub, sound, 440.0, 1.0, 22050, turn_id=3, first_seq=40)
+    sound.spin_for(ros_node, 1.5)
+    return sound.loud_seconds(recording.stop(), REC_RATE)
+
+
+def test_stop_speaking_drops_queued_audio_and_the_rest_of_the_turn(player, ros_node, sound):
+    audio_pub, _, stop, recording = player
+    responses = []
+
+    def call_stop() -> None:
+        future = stop.call_async(Trigger.Request())
+        assert sound.spin_until(ros_node, future.done, 5.0)
+        responses.append(future.result())
+
+    played = interrupt_a_long_answer(ros_node, sound, audio_pub, recording, call_stop)
+    assert 0.3 <= played <= 0.8, played  # not 5 s
+    assert responses[0].success
+    dropped_s = float(re.search(r"dropped ([\d.]+) s", responses[0].message).group(1))
+    assert 2.5 <= dropped_s <= 3.8
+
+
+def test_user_speaking_state_is_barge_in(player, ros_node, sound):
+    audio_pub, state_pub, _, recording = player
+
+    def user_speaks() -> None:
+        state_pub.publish(NodeState(state=NodeState.USER_SPEAKING, label="user_speaking",
+                                    turn_id=4, listening=True))
+
+    played = interrupt_a_long_answer(ros_node, sound, audio_pub, recording, user_speaks)
+    assert 0.3 <= played <= 0.8, played
