@@ -66,6 +66,8 @@ class GenerationSettings:
     unit_temperature: float = _GEN.unit_temperature
     unit_top_p: float = _GEN.unit_top_p
     seed: int = _GEN.seed
+    mask_units: bool = _GEN.mask_units
+    ignore_stop_ids: bool = _GEN.ignore_stop_ids  # fixed response lengths (benchmarks)
 
     def to_generation_config(self) -> GenerationConfig:
         """The model's GenerationConfig with these values (validated there)."""

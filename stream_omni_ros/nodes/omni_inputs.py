@@ -1,0 +1,128 @@
+"""omni_node input callbacks: audio/in and image messages -> engine; bad ones counted, dropped."""
+from __future__ import annotations
+
+import time
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, PcmChunk
+from stream_omni_ros.engine.engine import ConversationEngine
+from stream_omni_ros.errors import InputError
+from stream_omni_ros.msg import AudioChunk
+from stream_omni_ros.nodes.conversions import compressed_image_msg_to_rgb, image_msg_to_rgb
+from stream_omni_ros.nodes.omni_config import OmniNodeConfig
+from stream_omni_ros.nodes.omni_diagnostics import (InputCounters, audio_reject_reason,
+                                                    image_reject_reason)
+from stream_omni_ros.nodes.omni_publishers import time_msg_to_seconds
+
+# >= 1.5 s of 10 ms chunks: the engine may hold the audio lock briefly during a VAD step.
+AUDIO_IN_QOS = QoSProfile(depth=400, reliability=ReliabilityPolicy.BEST_EFFORT)
+IMAGE_BURST_S = 0.5  # a burst of this many seconds of frames at max_rate_hz passes whole
+IMAGE_QOS = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
+                       durability=qos_profile_sensor_data.durability)
+
+
+def audio_msg_to_pcm_chunk(msg: AudioChunk) -> PcmChunk:
+    """AudioChunk -> the engine's PcmChunk (a zero stamp means the source has no clock)."""
+    stamp = time_msg_to_seconds(msg.header.stamp)
+    return PcmChunk(bytes(msg.data), int(msg.sample_rate), int(msg.channels), msg.encoding,
+                    stamp if stamp > 0 else None, int(msg.seq))
+
+
+class InputAdapter:
+    """Subscription callbacks of an active omni_node (a few lines each; the engine works)."""
+
+    def __init__(self, node: Node, engine: ConversationEngine, config: OmniNodeConfig,
+                 counters: InputCounters) -> None:
+        self._node, self._engine, self._config = node, engine, config
+        self._counters = counters
+        self._last_log: dict[str, float] = {}
+        self._last_image = time.monotonic()
+        self._image_tokens = 1.0
+        self.listening = True
+        self.audio_frame_id = ""
+        self.image_frame_id = ""
+        image_type = CompressedImage if config.image.compressed else Image
+        image_callback = self.on_compressed_image if config.image.compressed else self.on_image
+        self.subscriptions = [
+            node.create_subscription(AudioChunk, "audio/in", self.on_audio, AUDIO_IN_QOS,
+                                     callback_group=MutuallyExclusiveCallbackGroup()),
+            node.create_subscription(image_type, "image", image_callback, IMAGE_QOS,
+                                     callback_group=MutuallyExclusiveCallbackGroup())]
+
+    def destroy(self) -> None:
+        """Stop listening: destroy the subscriptions (on deactivate)."""
+        for subscription in self.subscriptions:
+            self._node.destroy_subscription(subscription)
+        self.subscriptions.clear()
+
+    def on_audio(self, msg: AudioChunk) -> None:
+        """Hand a microphone chunk to the engine (VAD and turn-taking run there)."""
+        if not self.listening:
+            self._counters.add("audio.ignored.not_listening")
+            return
+        self.audio_frame_id = msg.header.frame_id
+        try:
+            self._engine.feed_audio(audio_msg_to_pcm_chunk(msg))
+        except InputError as error:
+            self._reject("audio", audio_reject_reason(msg), error)
+            return
+        self._counters.add("audio.accepted")
+        if msg.sample_rate != MODEL_SAMPLE_RATE or msg.channels != 1:
+            key = f"audio.converted.{msg.sample_rate}hz_{msg.channels}ch"
+            if self._counters.add(key) == 1:
+                self._node.get_logger().info(
+                    f"audio/in: converting {msg.sample_rate} Hz x {msg.channels} channel "
+                    f"chunks to {MODEL_SAMPLE_RATE} Hz mono")
+
+    def on_image(self, msg: Image) -> None:
+        """Decode a camera frame and store it with its stamp."""
+        if self._flooded():
+            return
+        try:
+            self._store(image_msg_to_rgb(msg), msg.header)
+        except InputError as error:
+            self._reject("image", image_reject_reason(msg), error)
+
+    def on_compressed_image(self, msg: CompressedImage) -> None:
+        """Decode a compressed camera frame and store it with its stamp."""
+        if self._flooded():
+            return
+        try:
+            self._store(compressed_image_msg_to_rgb(msg), msg.header)
+        except InputError as error:
+            self._reject("image", "empty" if len(msg.data) == 0 else "decode", error)
+
+    def _store(self, rgb, header) -> None:
+        stamp = time_msg_to_seconds(header.stamp)
+        if stamp <= 0:  # an unstamped frame is taken as captured now
+            stamp = self._node.get_clock().now().nanoseconds * 1e-9
+        self._engine.feed_image(rgb, stamp, header.frame_id)
+        self.image_frame_id = header.frame_id
+        self._counters.add("image.accepted")
+
+    def _flooded(self) -> bool:
+        """True (and counted) when frames come faster than image.max_rate_hz for a while."""
+        # A token bucket: camera jitter passes, a sustained flood is cut to max_rate_hz.
+        rate = self._config.image.max_rate_hz
+        now = time.monotonic()  # wall time: the limit protects CPU work, not sim time
+        capacity = max(1.0, rate * IMAGE_BURST_S)
+        self._image_tokens = min(capacity, self._image_tokens + (now - self._last_image) * rate)
+        self._last_image = now
+        if self._image_tokens < 1.0:
+            self._reject("image", "rate_limit", InputError(
+                f"images arrive faster than image.max_rate_hz = {rate}"))
+            return True
+        self._image_tokens -= 1.0
+        return False
+
+    def _reject(self, source: str, reason: str, error: InputError) -> None:
+        count = self._counters.add(f"{source}.dropped.{reason}")
+        key, now = f"{source}.{reason}", time.monotonic()
+        if now - self._last_log.get(key, -float("inf")) >= self._config.log_throttle_s:
+            self._last_log[key] = now
+            self._node.get_logger().warning(
+                f"dropped {source} message ({reason}, {count} so far): {error}")

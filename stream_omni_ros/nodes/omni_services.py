@@ -1,0 +1,82 @@
+"""The omni_node's private services and the thread that carries engine events to ROS."""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_srvs.srv import SetBool, Trigger
+
+from stream_omni_ros.engine.engine import ConversationEngine
+from stream_omni_ros.engine.events import EngineEvent
+from stream_omni_ros.nodes.omni_inputs import InputAdapter
+
+
+class ConversationServices:
+    """`~/reset_conversation`, `~/set_listening` and `~/stop_speaking` of an active node."""
+
+    def __init__(self, node: Node, engine: ConversationEngine, inputs: InputAdapter) -> None:
+        self._node, self._engine, self._inputs = node, engine, inputs
+        group = MutuallyExclusiveCallbackGroup()
+        self._services = [
+            node.create_service(Trigger, "~/reset_conversation", self._reset,
+                                callback_group=group),
+            node.create_service(SetBool, "~/set_listening", self._set_listening,
+                                callback_group=group),
+            node.create_service(Trigger, "~/stop_speaking", self._stop_speaking,
+                                callback_group=group)]
+
+    def destroy(self) -> None:
+        """Stop serving (on deactivate)."""
+        for service in self._services:
+            self._node.destroy_service(service)
+        self._services.clear()
+
+    def _reset(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._engine.reset()
+        response.success, response.message = True, "conversation history cleared"
+        return response
+
+    def _set_listening(self, request: SetBool.Request,
+                       response: SetBool.Response) -> SetBool.Response:
+        self._inputs.listening = bool(request.data)
+        if not request.data and self._engine.state == "user_speaking":
+            self._engine.cancel()  # the half-heard utterance would otherwise never end
+        response.success = True
+        response.message = "listening" if request.data else "not listening to audio/in"
+        return response
+
+    def _stop_speaking(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        was = self._engine.state
+        self._engine.cancel()
+        response.success = True
+        response.message = f"stopped ({was})" if was in ("thinking", "speaking") else \
+            f"nothing to stop ({was})"
+        return response
+
+
+class EventPump:
+    """A thread that takes engine events in order and hands each to `deliver`."""
+
+    def __init__(self, engine: ConversationEngine, deliver: Callable[[EngineEvent], None],
+                 on_error: Callable[[Exception], None]) -> None:
+        self._engine, self._deliver, self._on_error = engine, deliver, on_error
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="omni-node-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            event = self._engine.get_event(timeout=0.1)
+            if event is None:
+                continue
+            try:
+                self._deliver(event)
+            except Exception as error:  # a failed publish must not stop the event stream
+                self._on_error(error)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread after the event it is delivering."""
+        self._stop.set()
+        self._thread.join(timeout)

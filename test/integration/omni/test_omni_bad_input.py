@@ -1,0 +1,110 @@
+"""Malformed or unusual input is logged, counted in /diagnostics and dropped; serving goes on."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.action import ActionClient
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from stream_omni_ros.action import Converse
+from stream_omni_ros.msg import AudioChunk, NodeState
+from stream_omni_ros.nodes.audio_conversions import pcm_to_audio_msg
+from stream_omni_ros.nodes.conversions import rgb_to_image_msg
+
+
+def bad_audio() -> list[AudioChunk]:
+    """One chunk per defect: encoding, size, rate 0, empty data."""
+    good = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
+    unknown = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
+    unknown.encoding = "U8"
+    odd_size = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
+    odd_size.data = bytes(odd_size.data)[:-1]
+    rate_zero = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
+    rate_zero.sample_rate = 0
+    empty = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
+    empty.data = b""
+    return [good, unknown, odd_size, rate_zero, empty]
+
+
+def unusual_audio() -> list[AudioChunk]:
+    """Valid chunks the node converts: 8 kHz, 44.1 kHz and stereo."""
+    noise = np.random.default_rng(0).normal(0, 0.01, (882, 2)).astype(np.float32)
+    return [pcm_to_audio_msg(noise[:160, 0], 8000), pcm_to_audio_msg(noise[:, 0], 44100),
+            pcm_to_audio_msg(noise[:320], 16000)]
+
+
+def bad_images() -> list[Image]:
+    """Unknown encoding, data size that does not match step * height, odd-width YUV."""
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    unknown = rgb_to_image_msg(rgb)
+    unknown.encoding = "weird16"
+    short = rgb_to_image_msg(rgb)
+    short.data = bytes(short.data)[:-7]
+    odd_yuv = rgb_to_image_msg(np.zeros((8, 9, 3), np.uint8))
+    odd_yuv.encoding, odd_yuv.step = "yuv422", 18
+    odd_yuv.data = bytes(18 * 8)
+    return [unknown, short, odd_yuv]
+
+
+def publish_bad_input(audio, camera) -> None:
+    """Every defective message once, the unusual audio, then a burst of 120 frames."""
+    for seq, msg in enumerate(bad_audio() + unusual_audio()):
+        msg.seq = seq
+        audio.publish(msg)
+        time.sleep(0.05)
+    for msg in bad_images():
+        camera.publish(msg)
+        time.sleep(0.15)  # slower than image.max_rate_hz: each one is decoded
+    flood = rgb_to_image_msg(np.zeros((8, 10, 3), np.uint8))
+    for _ in range(120):
+        camera.publish(flood)
+        time.sleep(0.002)
+
+
+def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, helpers):
+    diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+    states = peer.collect(NodeState, "state", helpers.LATCHED)
+    omni = start_omni()
+    helpers.wait_until(lambda: states and states[-1].listening, 60, "the node listening")
+    audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
+    camera = peer.node.create_publisher(Image, "image", qos_profile_sensor_data)
+    helpers.wait_until(lambda: audio.get_subscription_count() and camera.get_subscription_count(),
+                       15, "subscriptions")
+    publish_bad_input(audio, camera)
+
+    expected = {"audio.dropped.encoding": "1", "audio.dropped.size": "1",
+                "audio.dropped.sample_rate": "1", "audio.dropped.empty": "1",
+                "audio.converted.8000hz_1ch": "1", "audio.converted.44100hz_1ch": "1",
+                "audio.converted.16000hz_2ch": "1", "image.dropped.encoding": "1",
+                "image.dropped.size": "1", "image.dropped.invalid": "1"}
+
+    def counts() -> dict[str, str]:
+        return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} \
+            if diagnostics else {}
+
+    def counted() -> bool:
+        values = counts()
+        return all(values.get(k) == v for k, v in expected.items()) and \
+            int(values.get("image.dropped.rate_limit", 0)) > 0
+    try:
+        helpers.wait_until(counted, 15, "the counts")
+    except AssertionError:
+        raise AssertionError(f"expected {expected} and rate_limit > 0; got {counts()}")
+    assert diagnostics[-1].status[0].level == b"\x01"  # WARN: messages were dropped
+    log = omni.log()
+    for reason in ("encoding", "size", "sample_rate", "empty", "rate_limit"):
+        assert f"({reason}, 1 so far)" in log, reason
+    assert "weird16" in log and "U8" in log
+
+    client = ActionClient(peer.node, Converse, "/omni_node/converse")
+    assert client.wait_for_server(timeout_sec=30)
+    goal = client.send_goal_async(Converse.Goal(text="Are you still there?"))
+    helpers.wait_until(goal.done, 30, "goal acceptance")
+    result = goal.result().get_result_async()
+    helpers.wait_until(result.done, 60, "the answer")
+    assert result.result().status == GoalStatus.STATUS_SUCCEEDED
+    assert result.result().result.response
