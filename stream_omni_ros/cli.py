@@ -1,4 +1,4 @@
-"""`stream-omni-ros` command line: the demo and the environment check.
+"""`stream-omni-ros` command line: the demo, one-process bringup and the environment check.
 
 Sub-commands import their dependencies lazily so that a GPU box without ROS can still run the
 model-only commands.
@@ -9,6 +9,8 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+
+from stream_omni_ros.errors import StreamOmniError
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -28,6 +30,37 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    """The main demo: a spoken question about a camera image, answered by omni_node."""
+    from stream_omni_ros.nodes.demo import DemoConfig, run_demo as run
+
+    given = {"question": args.question, "out_dir": args.out, "model_path": args.model_path,
+             "cosyvoice_path": args.cosyvoice_path, "device": args.device,
+             "dtype": args.dtype, "params_file": args.params_file,
+             "load_timeout_s": args.load_timeout, "answer_timeout_s": args.answer_timeout}
+    # Unset options keep DemoConfig's defaults (written only there).
+    return run(DemoConfig(**{name: value for name, value in given.items() if value is not None}))
+
+
+def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
+    """Options of `stream-omni-ros demo` (defaults: stream_omni_ros.nodes.demo.DemoConfig)."""
+    demo.add_argument("--question", help="the question espeak-ng speaks")
+    demo.add_argument("--out", type=Path, help="folder for the question, scene, answer WAV "
+                                               "and log (default ./demo_out)")
+    demo.add_argument("--model-path", help="Stream-Omni checkpoint folder (default: tiny "
+                                           "random weights, meaningless words)")
+    demo.add_argument("--cosyvoice-path", help="CosyVoice-300M-25Hz folder")
+    demo.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    demo.add_argument("--dtype", help="auto (default: bf16 on cuda, fp32 on cpu), bf16, fp16, "
+                                      "fp32")
+    demo.add_argument("--params-file", type=Path, help="params YAML (default: the package's "
+                                                       "config/stream_omni.yaml)")
+    demo.add_argument("--load-timeout", type=float, help="seconds to wait for the model")
+    demo.add_argument("--answer-timeout", type=float,
+                      help="seconds to wait for the answer after the question")
+    demo.set_defaults(func=run_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="stream-omni-ros", description=__doc__)
@@ -36,17 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--text", default="Hello robot, what do you see on the table?")
     check.add_argument("--workdir", default=None, help="folder for the WAV files")
     check.set_defaults(func=run_check)
-    demo = sub.add_parser("demo", help="the main demo (for now: the environment check)")
-    demo.add_argument("--text", default="Hello robot, what do you see on the table?")
-    demo.add_argument("--workdir", default=None, help="folder for the WAV files")
-    demo.set_defaults(func=run_check)
+    add_demo_arguments(sub.add_parser(
+        "demo", help="ask the robot a spoken question about an image and check the answer"))
+    # Listed for --help only: main() hands `bringup ...` to nodes/bringup.py, which parses it.
+    sub.add_parser("bringup", add_help=False,
+                   help="start the launch file's nodes in one process (see bringup --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `stream-omni-ros` and `python -m stream_omni_ros.cli`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bringup"]:
+        from stream_omni_ros.nodes.bringup import main as bringup_main
+
+        return bringup_main(argv[1:])
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except StreamOmniError as error:
+        print(f"stream-omni-ros {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""A complete tiny random asset set (Stream-Omni checkpoint + CosyVoice folder), cached on disk.
+
+The demo and the end-to-end tests run the real loaders on these folders when no real weights are
+at hand. The set lives in `<cache>/tiny-<version>/`; the version holds a digest of the code that
+writes the folders and of the model/vocoder code that reads them, so an edit there produces a new
+set instead of a stale one. A set counts as intact only when every file listed in its manifest
+has the recorded size and SHA-256; a set is built in a private folder and renamed into place, so
+a crash or a concurrent builder never leaves a half-written set under the final name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream_omni_ros.errors import CheckpointError
+
+ASSET_FORMAT = "1"  # bump when the layout of the set changes
+MANIFEST_FILE = "manifest.json"
+MODEL_FOLDER = "stream-omni-tiny"
+COSYVOICE_FOLDER = "cosyvoice-tiny"
+CACHE_ENV = "STREAM_OMNI_CACHE"
+# Packages whose source decides what the writers produce and what the loaders accept.
+_DIGESTED_PACKAGES = ("model", "vocoder")
+
+
+@dataclass(frozen=True)
+class TinyAssets:
+    """Where a tiny asset set is, its version, and whether it was reused from the cache."""
+
+    root: Path
+    model_path: Path
+    cosyvoice_path: Path
+    version: str
+    reused: bool
+
+
+def default_cache_dir() -> Path:
+    """$STREAM_OMNI_CACHE, else $XDG_CACHE_HOME/stream_omni_ros, else ~/.cache/stream_omni_ros."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg_cache).expanduser() / "stream_omni_ros"
+
+
+def tiny_assets_version() -> str:
+    """ASSET_FORMAT plus a short digest of this module and the model/vocoder sources."""
+    package_root = Path(__file__).resolve().parent
+    sources = [Path(__file__).resolve()]
+    for package in _DIGESTED_PACKAGES:
+        sources += sorted((package_root / package).glob("*.py"))
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return f"{ASSET_FORMAT}-{digest.hexdigest()[:12]}"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _file_records(root: Path) -> dict[str, dict[str, object]]:
+    """Size and SHA-256 of every file under root (relative POSIX paths), manifest excluded."""
+    return {path.relative_to(root).as_posix(): {"bytes": path.stat().st_size,
+                                                "sha256": _sha256(path)}
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and path.name != MANIFEST_FILE}
+
+
+def asset_problems(root: Path, version: str) -> list[str]:
+    """What is wrong with the set in root (missing, other version, changed files); [] if intact."""
+    manifest_path = root / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return [f"{manifest_path}: unreadable ({error})"]
+    if manifest.get("version") != version:
+        return [f"{manifest_path}: version {manifest.get('version')!r}, expected {version!r}"]
+    problems = []
+    for name, record in manifest.get("files", {}).items():
+        path = root / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != record["bytes"] or _sha256(path) != record["sha256"]:
+            problems.append(f"{path}: size or SHA-256 differs from the manifest")
+    if not manifest.get("files"):
+        problems.append(f"{manifest_path}: lists no files")
+    return problems
+
+
+def write_tiny_assets(root: Path, version: str, seed: int = 0) -> None:
+    """Write the checkpoint folder, the CosyVoice folder (tokenizer inside) and the manifest."""
+    # Imported here: torch and onnx take seconds to import and only the writer needs them.
+    from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
+    from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer
+    from stream_omni_ros.vocoder.tiny_cosyvoice import write_tiny_cosyvoice
+
+    write_tiny_checkpoint(root / MODEL_FOLDER, seed=seed)
+    write_tiny_cosyvoice(root / COSYVOICE_FOLDER, seed=seed)
+    write_tiny_speech_tokenizer(root / COSYVOICE_FOLDER, seed=seed)
+    manifest = {"version": version, "seed": seed, "files": _file_records(root)}
+    # The manifest goes last: its presence means every file before it was written completely.
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def _assets_at(root: Path, version: str, reused: bool) -> TinyAssets:
+    return TinyAssets(root, root / MODEL_FOLDER, root / COSYVOICE_FOLDER, version, reused)
+
+
+def ensure_tiny_assets(cache_dir: Path | None = None, version: str | None = None) -> TinyAssets:
+    """Reuse the intact tiny set of this version under cache_dir, or (re)build it."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    version = version or tiny_assets_version()
+    root = cache_dir / f"tiny-{version}"
+    if not asset_problems(root, version):
+        return _assets_at(root, version, reused=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".tiny-{version}-", dir=cache_dir))
+    try:
+        write_tiny_assets(building, version)
+        if root.exists():  # a damaged set of this version: replace it
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            building.rename(root)
+        except OSError:
+            pass  # another process renamed its own build into place first; checked below
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    problems = asset_problems(root, version)
+    if problems:
+        raise CheckpointError(f"tiny asset set {root} is damaged right after it was written: "
+                              + "; ".join(problems))
+    return _assets_at(root, version, reused=False)

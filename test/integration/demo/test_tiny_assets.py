@@ -1,0 +1,34 @@
+"""The demo's cached tiny asset set: written once, reused while intact, rebuilt when damaged."""
+import json
+
+from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
+from stream_omni_ros.tiny_assets import MANIFEST_FILE, asset_problems, ensure_tiny_assets
+
+
+def test_tiny_set_is_reused_while_intact_and_rebuilt_when_damaged(tmp_path):
+    first = ensure_tiny_assets(tmp_path, version="test")
+    assert not first.reused
+    assert (first.cosyvoice_path / "speech_tokenizer_v1.onnx").is_file()
+    assert (first.cosyvoice_path / "hift.pt").is_file()
+    assert load_stream_omni(str(first.model_path), LoadOptions(device="cpu", dtype="fp32",
+                                                                 local_files_only=True))
+    manifest = json.loads((first.root / MANIFEST_FILE).read_text())
+    assert "cosyvoice-tiny/flow.pt" in manifest["files"]
+
+    again = ensure_tiny_assets(tmp_path, version="test")
+    assert again.reused and again.root == first.root
+
+    flow = first.cosyvoice_path / "flow.pt"
+    flow.write_bytes(flow.read_bytes()[:100])  # an interrupted copy, say
+    assert any("flow.pt" in problem for problem in asset_problems(first.root, "test"))
+    repaired = ensure_tiny_assets(tmp_path, version="test")
+    assert not repaired.reused and asset_problems(repaired.root, "test") == []
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny-test"]  # no build folders left
+
+
+def test_another_version_gets_its_own_folder(tmp_path):
+    (tmp_path / "tiny-old").mkdir()
+    (tmp_path / "tiny-old" / MANIFEST_FILE).write_text(json.dumps({"version": "old"}))
+    assets = ensure_tiny_assets(tmp_path, version="new")
+    assert assets.root.name == "tiny-new" and not assets.reused
+    assert asset_problems(tmp_path / "tiny-old", "new")  # the old set is not taken for new
