@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands `bringup ...` to nodes/bringup.py, which parses it.
     sub.add_parser("bringup", add_help=False,
                    help="start the launch file's nodes in one process (see bringup --help)")
+    sub.add_parser("bench", add_help=False,
+                   help="latency/throughput benchmark with same-run baselines (see bench --help)")
     return parser
 
 
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream_omni_ros.nodes.bringup import main as bringup_main
 
         return bringup_main(argv[1:])
+    if argv[:1] == ["bench"]:  # no rclpy needed: runs on GPU machines without ROS
+        from stream_omni_ros.bench.__main__ import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
