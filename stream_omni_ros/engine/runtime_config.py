@@ -14,6 +14,7 @@ from pathlib import Path
 from stream_omni_ros.engine.model_responder import StreamOmniResponder
 from stream_omni_ros.errors import CheckpointError, ConfigError
 from stream_omni_ros.model.checkpoint import DTYPES, QUANTIZATIONS, LoadOptions, load_stream_omni
+from stream_omni_ros.model.compiled import CompiledDecodeConfig
 from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
 from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
@@ -33,6 +34,8 @@ class ModelConfig:
     path: str = ""
     vision_tower_path: str = ""  # only for checkpoints whose SigLIP weights live apart
     max_input_len: int = 2048
+    # Compiled static-shape decode steps (CUDA graphs on CUDA); off until measured on the robot.
+    compile_decode: bool = False
 
     def __post_init__(self) -> None:
         if self.max_input_len < 16:
@@ -45,6 +48,13 @@ class CosyVoiceConfig:
 
     path: str = ""
     n_timesteps: int = 10  # flow-matching Euler steps per chunk
+    # The original runs flow and HiFT in fp32; lower precision only after a listening check.
+    dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in VOCODER_DTYPES:
+            raise ConfigError(f"cosyvoice.dtype = {self.dtype!r}; expected one of "
+                              f"{list(VOCODER_DTYPES)}")
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,9 @@ def load_responder(config: RuntimeConfig) -> StreamOmniResponder:
     loaded = load_stream_omni(config.model.path, LoadOptions(
         device=config.device, dtype=config.dtype, quantization=config.quantization,
         vision_tower_path=config.model.vision_tower_path or None))
-    generator = StreamOmniGenerator(loaded, max_input_len=config.model.max_input_len)
+    compiled = CompiledDecodeConfig() if config.model.compile_decode else None
+    generator = StreamOmniGenerator(loaded, max_input_len=config.model.max_input_len,
+                                    compiled=compiled)
     logger.info("loading speech tokenizer %s", cosyvoice / SPEECH_TOKENIZER_FILE)
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] \
         if config.device.startswith("cuda") else ["CPUExecutionProvider"]
@@ -124,7 +136,7 @@ def load_responder(config: RuntimeConfig) -> StreamOmniResponder:
     if config.speech.enabled:
         logger.info("loading CosyVoice vocoder from %s", cosyvoice)
         vocoder = CosyVoiceVocoder.load(cosyvoice, VocoderOptions(
-            device=config.device, dtype=VOCODER_DTYPES[config.dtype],
+            device=config.device, dtype=VOCODER_DTYPES[config.cosyvoice.dtype],
             n_timesteps=config.cosyvoice.n_timesteps, speaker=config.speech.speaker))
     return StreamOmniResponder(generator, tokenizer, vocoder,
                                config.generation.to_generation_config())
