@@ -22,7 +22,10 @@ def describe_audio(audio: np.ndarray) -> str:
 
 
 class EchoResponder:
-    """Replies "You said: <transcript>", one text piece and one audio piece per word."""
+    """Replies "You said: <transcript>", one text piece (a "token") and one tone per word.
+
+    Honours the turn's speak and max_new_tokens; sampling options have nothing to sample.
+    """
 
     def __init__(self, seconds_per_word: float = 0.25, sample_rate: int = ECHO_SAMPLE_RATE):
         self.seconds_per_word = seconds_per_word
@@ -58,6 +61,10 @@ class EchoResponder:
             words += ["and", "showed", f"{width}x{height}."]
         if request.history:
             words += [f"(turn {len(request.history) + 1})"]
+        limit = request.options.max_new_tokens
+        reason = "text_eos"
+        if limit is not None and len(words) > limit:
+            words, reason = words[:limit], "max_new_tokens"
         text = ""
         for index, word in enumerate(words):
             delta = word if index == 0 else " " + word
@@ -65,7 +72,7 @@ class EchoResponder:
             yield TextPiece(delta, text)
             if request.speak:
                 yield AudioPiece(self._tone(index), self.sample_rate)
-        yield Done("text_eos", len(words))
+        yield Done(reason, len(words))
 
     def _tone(self, index: int) -> np.ndarray:
         n = int(self.seconds_per_word * self.sample_rate)

@@ -15,19 +15,38 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from stream_omni_ros.engine.audio_input import PcmChunk
-from stream_omni_ros.engine.commands import Abandoned, ResetHistory, StopWorker, TextTurn
+from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, PcmChunk
+from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, ResetHistory, StopWorker,
+                                             TextTurn)
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.event_queue import EventQueue, start_dispatcher
 from stream_omni_ros.engine.events import (CANCEL_BARGE_IN, CANCEL_REQUESTED, CANCEL_RESET,
                                            CANCEL_STOP, EngineEvent)
-from stream_omni_ros.engine.image_buffer import ImageBuffer
-from stream_omni_ros.engine.listener import Listener, ListenerCommand, UtteranceEnded
-from stream_omni_ros.engine.responder import Responder
+from stream_omni_ros.engine.image_buffer import ImageBuffer, StampedImage, any_image_to_rgb
+from stream_omni_ros.engine.listener import (Listener, ListenerCommand, TurnExtras,
+                                             UtteranceEnded)
+from stream_omni_ros.engine.responder import Responder, TurnOptions
 from stream_omni_ros.engine.vad import Endpointer, SileroVad
 from stream_omni_ros.engine.worker import TurnWorker
 from stream_omni_ros.engine.worker_state import WorkerHandle
-from stream_omni_ros.errors import StreamOmniError
+from stream_omni_ros.errors import InputError, StreamOmniError
+
+
+def samples_to_utterance(samples_16k_mono: np.ndarray) -> np.ndarray:
+    """Validate a complete utterance given as audio; return it as contiguous float32 [N]."""
+    if not isinstance(samples_16k_mono, np.ndarray):
+        raise InputError(f"utterance audio has type {type(samples_16k_mono).__name__}; "
+                         "expected a numpy array of 16 kHz mono samples")
+    if samples_16k_mono.ndim != 1 or samples_16k_mono.size == 0:
+        raise InputError(f"utterance audio has shape {samples_16k_mono.shape}; expected [N] "
+                         "with N > 0 (16 kHz mono)")
+    if not np.issubdtype(samples_16k_mono.dtype, np.floating):
+        raise InputError(f"utterance audio has dtype {samples_16k_mono.dtype}; expected float "
+                         "samples in [-1, 1]")
+    if not np.isfinite(samples_16k_mono).all():
+        raise InputError("utterance audio contains NaN or infinite samples; expected finite "
+                         "floats in [-1, 1]")
+    return np.ascontiguousarray(np.clip(samples_16k_mono, -1.0, 1.0), np.float32)
 
 
 class ConversationEngine:
@@ -74,24 +93,57 @@ class ConversationEngine:
         """Store a camera frame; raises InputError on a bad image or stamp."""
         self.images.add(rgb, stamp, frame_id)
 
-    def request_turn(self, text: str | None = None) -> int | None:
-        """Answer `text` now (returns its turn id), or with no text arm listening (on_request)."""
+    def request_turn(self, text: str | None = None, options: TurnOptions | None = None,
+                     image: np.ndarray | None = None, image_stamp: float | None = None
+                     ) -> int | None:
+        """Answer `text` now (returns its turn id), or with no text arm listening (on_request).
+
+        `options` override the configured behaviour for this turn; an explicit `image` (RGB
+        uint8, stamped `image_stamp` or now) is used instead of the camera buffer.
+        """
         self._check_running()
+        extras = self._extras(options, image, image_stamp)
         if text is None:
             with self._audio_lock:
-                self._listener.armed = True
+                self._listener.arm(extras)
             return None
         turn_id = self._new_turn_id()
         self._handle.begin_responding(turn_id)
-        self._commands.put(TextTurn(turn_id, text, self._clock(), time.monotonic()))
+        self._commands.put(TextTurn(turn_id, text, self._clock(), time.monotonic(),
+                                    extras.options, extras.image))
         return turn_id
 
-    def open_turn(self) -> int | None:
+    def open_turn(self, options: TurnOptions | None = None, image: np.ndarray | None = None,
+                  image_stamp: float | None = None) -> int | None:
         """Push-to-talk pressed: start an utterance now (interrupts the robot if barge_in)."""
         self._check_running()
+        extras = self._extras(options, image, image_stamp)
+        given = options is not None or image is not None  # else keep what arming asked for
         with self._audio_lock:
-            self._submit(self._listener.open_turn(self._handle.responding()))
+            self._submit(self._listener.open_turn(self._handle.responding(),
+                                                  extras if given else None))
             return self._listener.turn_id
+
+    def submit_audio_turn(self, samples_16k_mono: np.ndarray,
+                          options: TurnOptions | None = None, image: np.ndarray | None = None,
+                          image_stamp: float | None = None) -> int:
+        """Answer a complete utterance given as 16 kHz mono audio; returns its turn id.
+
+        The audio skips the microphone front end and VAD, so a live microphone stream (and an
+        utterance in progress on it) is not touched; the turn queues like a text turn.
+        """
+        self._check_running()
+        audio = samples_to_utterance(samples_16k_mono)
+        extras = self._extras(options, image, image_stamp)
+        limit = int(self.config.vad.max_utterance_s * MODEL_SAMPLE_RATE)
+        end_stamp = self._clock()
+        turn_id = self._new_turn_id()
+        self._handle.begin_responding(turn_id)
+        self._commands.put(AudioTurn(turn_id, audio[:limit],
+                                     end_stamp - len(audio) / MODEL_SAMPLE_RATE, end_stamp,
+                                     time.monotonic(), extras.options, extras.image,
+                                     truncated=len(audio) > limit))
+        return turn_id
 
     def close_turn(self) -> None:
         """Push-to-talk released: the utterance is complete, answer it."""
@@ -168,6 +220,18 @@ class ConversationEngine:
     def _check_running(self) -> None:
         if self._stopped:
             raise StreamOmniError("the conversation engine was stopped; create a new one")
+
+    def _extras(self, options: TurnOptions | None, image: np.ndarray | None,
+                image_stamp: float | None) -> TurnExtras:
+        """Validate a request's options and explicit image (InputError in the caller's thread)."""
+        if options is not None and not isinstance(options, TurnOptions):
+            raise InputError(f"turn options have type {type(options).__name__}; expected "
+                             "TurnOptions or None")
+        stamped = None
+        if image is not None:
+            stamp = self._clock() if image_stamp is None else float(image_stamp)
+            stamped = StampedImage(any_image_to_rgb(image), stamp)
+        return TurnExtras(options or TurnOptions(), stamped)
 
     def _new_turn_id(self) -> int:
         with self._state_lock:

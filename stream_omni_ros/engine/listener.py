@@ -6,7 +6,7 @@ so voice activity and barge-in are noticed while the model is busy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Union
 
 import numpy as np
@@ -14,6 +14,8 @@ import numpy as np
 from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, AudioFrontEnd, PcmChunk
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.events import (SOURCE_PUSH_TO_TALK, SOURCE_SPEECH, InputWarning)
+from stream_omni_ros.engine.image_buffer import StampedImage
+from stream_omni_ros.engine.responder import TurnOptions
 from stream_omni_ros.engine.vad import Endpointer, SpeechAudio, SpeechEnded, SpeechStarted
 
 
@@ -45,6 +47,16 @@ class UtteranceEnded:
     end_stamp: float | None
     endpoint_time: float  # time.monotonic() when the end was detected
     truncated: bool
+    options: TurnOptions = field(default_factory=TurnOptions)
+    image: StampedImage | None = None  # given with the request: used instead of the camera
+
+
+@dataclass(frozen=True)
+class TurnExtras:
+    """What a request for the next utterance asked for: options and an explicit image."""
+
+    options: TurnOptions = field(default_factory=TurnOptions)
+    image: StampedImage | None = None
 
 
 ListenerCommand = Union[UtteranceBegan, UtterancePartial, UtteranceEnded]
@@ -63,6 +75,7 @@ class Listener:
         self._last_warning: dict[str, float] = {}
         self._clock_anchor: float | None = None  # caller-clock time of sample 0 (no stamps)
         self.armed = False  # on_request: the next utterance is a turn
+        self._next_extras = TurnExtras()  # for the next utterance that begins
         self._ptt_open = False
         self._drop_utterance()
 
@@ -88,6 +101,7 @@ class Listener:
         self._start = 0
         self._start_stamp: float | None = None
         self._next_partial = self._partial_every
+        self._extras = TurnExtras()
 
     def reset(self) -> int | None:
         """Forget the stream and any utterance in progress; return that utterance's turn id."""
@@ -96,6 +110,7 @@ class Listener:
         self._clock_anchor = None
         self._endpointer.reset()
         self._ptt_open = False
+        self._next_extras = TurnExtras()
         self._drop_utterance()
         return turn_id
 
@@ -103,8 +118,14 @@ class Listener:
         """Drop the utterance in progress (cancel); the stream itself continues."""
         turn_id = self.turn_id
         self._ptt_open = False
+        self._next_extras = TurnExtras()
         self._drop_utterance()
         return turn_id
+
+    def arm(self, extras: TurnExtras) -> None:
+        """The next utterance is a turn (on_request) and answers with these extras."""
+        self.armed = True
+        self._next_extras = extras
 
     def feed(self, chunk: PcmChunk, responding: bool
              ) -> tuple[list[ListenerCommand], list[InputWarning]]:
@@ -130,13 +151,16 @@ class Listener:
                 commands.append(self._finish(event.end_sample, event.reason == "max_length"))
         return commands, warnings
 
-    def open_turn(self, responding: bool) -> list[ListenerCommand]:
+    def open_turn(self, responding: bool, extras: TurnExtras | None = None
+                  ) -> list[ListenerCommand]:
         """Push-to-talk pressed: everything from the next sample on is the utterance."""
         if self._ptt_open:
             return []
         self._ptt_open = True
         if self.turn_id is not None:  # already talking: the utterance now ends on release
+            self._extras = extras or self._extras
             return []
+        self._next_extras = extras or self._next_extras
         interrupts = responding and self.config.listen.barge_in
         return self._begin(self.front_end.samples_out, SOURCE_PUSH_TO_TALK, interrupts)
 
@@ -161,6 +185,7 @@ class Listener:
 
     def _begin(self, start: int, source: str, responding: bool) -> list[ListenerCommand]:
         self.turn_id = self._next_turn_id()
+        self._extras, self._next_extras = self._next_extras, TurnExtras()
         self._start = start
         self._start_stamp = self._stamp_of(start)
         return [UtteranceBegan(self.turn_id, source, self._start_stamp, responding)]
@@ -183,7 +208,8 @@ class Listener:
         audio = np.concatenate(self._parts)[:max(0, end_sample - self._start)] if self._parts \
             else np.zeros(0, np.float32)
         ended = UtteranceEnded(self.turn_id, audio, self._start_stamp, self._stamp_of(end_sample),
-                               time.monotonic(), truncated)
+                               time.monotonic(), truncated, self._extras.options,
+                               self._extras.image)
         self._drop_utterance()
         return ended
 

@@ -13,7 +13,8 @@ from typing import Iterator
 import numpy as np
 
 from stream_omni_ros.engine.responder import (AudioPiece, Done, HistoryTurn, ResponderOutput,
-                                              TextPiece, Transcript, TurnRequest)
+                                              TextPiece, Transcript, TurnOptions,
+                                              TurnRequest)
 from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta, TranscriptFinal
 from stream_omni_ros.model.generation import (GenerationConfig, GenerationRequest,
                                               PreparedTurn, StreamOmniGenerator)
@@ -46,8 +47,12 @@ class StreamOmniResponder:
         self._prepared: PreparedTurn | None = None
         self._prepared_for: tuple[tuple[HistoryTurn, ...], str] | None = None
 
-    def _config(self, system_prompt: str) -> GenerationConfig:
-        return dataclasses.replace(self.generation,
+    def _config(self, system_prompt: str, options: TurnOptions = TurnOptions()
+                ) -> GenerationConfig:
+        overrides = {name: getattr(options, name)
+                     for name in ("temperature", "top_p", "max_new_tokens")
+                     if getattr(options, name) is not None}
+        return dataclasses.replace(self.generation, **overrides,
                                    system_prompt=system_prompt or DEFAULT_SYSTEM_PROMPT)
 
     def _speech_in_kind(self) -> str:
@@ -90,8 +95,9 @@ class StreamOmniResponder:
             kind = "text_to_speech" if speak else "text_to_text"
             content = {"text": request.text}
         images = () if request.image is None else (request.image,)
-        gen_request = GenerationRequest(kind, images=images, config=self._config(
-            request.system_prompt), history=history_to_messages(request.history), **content)
+        config = self._config(request.system_prompt, request.options)
+        gen_request = GenerationRequest(kind, images=images, config=config,
+                                        history=history_to_messages(request.history), **content)
         prepared = self._take_prepared(gen_request, request)
         events = self.generator.generate(gen_request, prepared)
         synthesizer = StreamingSynthesizer(self.vocoder, self.streaming) if speak else None
@@ -104,6 +110,7 @@ class StreamOmniResponder:
         self._prepared = self._prepared_for = None
         usable = (prepared is not None and not gen_request.images
                   and prepared.request.inference_type == gen_request.inference_type
+                  and prepared.request.config == gen_request.config
                   and prepared_for == (request.history, request.system_prompt))
         if prepared is not None and not usable:
             prepared.release()

@@ -4,10 +4,13 @@ The engine calls a Responder from its single worker thread only, so implementati
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Union
 
 import numpy as np
+
+from stream_omni_ros.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,29 @@ class HistoryTurn:
 
 
 @dataclass(frozen=True)
+class TurnOptions:
+    """Per-turn overrides of the configured behaviour; None keeps the configured default."""
+
+    speak: bool | None = None
+    use_camera: bool | None = None
+    temperature: float | None = None  # 0 = greedy
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.temperature is not None and not (math.isfinite(self.temperature)
+                                                 and self.temperature >= 0):
+            problems.append(f"temperature={self.temperature!r} (expected >= 0)")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            problems.append(f"top_p={self.top_p!r} (expected 0 < top_p <= 1)")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens={self.max_new_tokens!r} (expected >= 1)")
+        if problems:
+            raise InputError(f"TurnOptions: {', '.join(problems)}")
+
+
+@dataclass(frozen=True)
 class TurnRequest:
     """Everything a responder needs to answer one turn (exactly one of audio or text)."""
 
@@ -27,7 +53,8 @@ class TurnRequest:
     image: np.ndarray | None  # [H, W, 3] uint8 RGB
     history: tuple[HistoryTurn, ...]
     system_prompt: str  # empty: the model's default
-    speak: bool
+    speak: bool  # options.speak resolved against the configured default
+    options: TurnOptions = field(default_factory=TurnOptions)
 
 
 @dataclass(frozen=True)

@@ -3,24 +3,28 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+from typing import Union
 
 import numpy as np
 
-from stream_omni_ros.engine.commands import (Abandoned, InterruptPlayback, ResetHistory,
-                                             StopWorker, TextTurn)
+from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, InterruptPlayback,
+                                             ResetHistory, StopWorker, TextTurn)
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.event_queue import EventQueue
-from stream_omni_ros.engine.events import (SOURCE_TEXT, EngineError, InputWarning,
-                                           ResponseDelta, SpeechChunk, SpeechInterrupted,
-                                           TranscriptFinal, TranscriptPartial, TurnCancelled,
-                                           TurnFinished, TurnStarted)
+from stream_omni_ros.engine.events import (SOURCE_PUSH_TO_TALK, SOURCE_TEXT, EngineError,
+                                           InputWarning, ResponseDelta, SpeechChunk,
+                                           SpeechInterrupted, TranscriptFinal, TranscriptPartial,
+                                           TurnCancelled, TurnFinished, TurnStarted)
 from stream_omni_ros.engine.history import ConversationHistory
-from stream_omni_ros.engine.image_buffer import ImageBuffer
+from stream_omni_ros.engine.image_buffer import ImageBuffer, StampedImage
 from stream_omni_ros.engine.listener import UtteranceBegan, UtteranceEnded, UtterancePartial
 from stream_omni_ros.engine.responder import (AudioPiece, Done, Responder, ResponderOutput,
-                                              TextPiece, Transcript, TurnRequest)
+                                              TextPiece, Transcript, TurnOptions,
+                                              TurnRequest)
 from stream_omni_ros.engine.turn import TurnTracker
 from stream_omni_ros.engine.worker_state import WorkerHandle
+
+SpokenTurn = Union[UtteranceEnded, AudioTurn]  # a turn answered from audio
 
 
 class TurnWorker:
@@ -58,7 +62,7 @@ class TurnWorker:
         turn_id = getattr(command, "turn_id", None)
         self._events.put(EngineError(turn_id, type(error).__name__, str(error)))
         # a failed answer ends its turn; a failed partial or prefill leaves the turn running
-        if isinstance(command, (UtteranceEnded, TextTurn)):
+        if isinstance(command, (UtteranceEnded, TextTurn, AudioTurn)):
             unplayed = self._handle.stop_playback(turn_id)
             self._events.put(TurnCancelled(turn_id, "error", unplayed))
             self._handle.end_responding(turn_id)
@@ -79,10 +83,16 @@ class TurnWorker:
                                                    len(command.audio) / 16000))
         elif isinstance(command, UtteranceEnded):
             self._on_utterance(command)
+        elif isinstance(command, AudioTurn):
+            # a delimited utterance, like a push-to-talk one, that never passed the listener
+            self._events.put(TurnStarted(command.turn_id, SOURCE_PUSH_TO_TALK,
+                                         command.start_stamp))
+            self._on_utterance(command)
         elif isinstance(command, TextTurn):
             self._events.put(TurnStarted(command.turn_id, SOURCE_TEXT, command.stamp))
-            request = self._request(None, command.text)
-            self._run_turn(command.turn_id, request, command.request_time, command.stamp)
+            request = self._request(None, command.text, command.options)
+            self._run_turn(command.turn_id, request, command.request_time, command.stamp,
+                           image=command.image)
         elif isinstance(command, Abandoned):
             self._events.put(TurnCancelled(command.turn_id, command.reason, 0.0))
         elif isinstance(command, InterruptPlayback):
@@ -96,19 +106,20 @@ class TurnWorker:
         if self.config.conversation.early_prefill:
             self._responder.prepare(self.history.turns, self.config.conversation.system_prompt)
 
-    def _on_utterance(self, command: UtteranceEnded) -> None:
+    def _on_utterance(self, command: SpokenTurn) -> None:
         if command.truncated:
             limit = self.config.vad.max_utterance_s
             self._events.put(InputWarning(command.turn_id, "max_utterance",
                                           f"utterance cut at vad.max_utterance_s = {limit} s"))
-        request = self._request(command.audio, None)
+        request = self._request(command.audio, None, command.options)
         self._run_turn(command.turn_id, request, command.endpoint_time, command.end_stamp,
-                       command)
+                       command, command.image)
 
-    def _request(self, audio, text: str | None) -> TurnRequest:
+    def _request(self, audio, text: str | None, options: TurnOptions) -> TurnRequest:
         conversation = self.config.conversation
+        speak = conversation.speak if options.speak is None else options.speak
         return TurnRequest(audio, text, None, self.history.turns, conversation.system_prompt,
-                           conversation.speak)
+                           speak, options)
 
     def _interrupt_playback(self, command: InterruptPlayback) -> None:
         if command.turn_id is None:
@@ -120,14 +131,15 @@ class TurnWorker:
             self._events.put(SpeechInterrupted(command.turn_id, command.reason, unplayed))
 
     def _run_turn(self, turn_id: int, request: TurnRequest, endpoint_time: float,
-                  end_stamp: float | None, utterance: UtteranceEnded | None = None) -> None:
+                  end_stamp: float | None, utterance: SpokenTurn | None = None,
+                  image: StampedImage | None = None) -> None:
         try:
             cancel = self._handle.cancel_reason(turn_id)
             if cancel is not None:
                 self._events.put(TurnCancelled(turn_id, cancel, 0.0))
                 return
-            image, image_stamp, image_note = self._pick_image(end_stamp)
-            request = dataclasses.replace(request, image=image)
+            rgb, image_stamp, image_note = self._pick_image(end_stamp, request.options, image)
+            request = dataclasses.replace(request, image=rgb)
             tracker = TurnTracker(turn_id, endpoint_time, request.text or "")
             if request.text is not None:
                 tracker.on_transcript(request.text)
@@ -143,9 +155,14 @@ class TurnWorker:
         finally:
             self._handle.end_responding(turn_id)
 
-    def _pick_image(self, end_stamp: float | None
+    def _pick_image(self, end_stamp: float | None, options: TurnOptions,
+                    explicit: StampedImage | None
                     ) -> tuple[np.ndarray | None, float | None, str]:
-        if not self.config.conversation.use_camera:
+        if explicit is not None:
+            return explicit.rgb, explicit.stamp, ""
+        if options.use_camera is False:
+            return None, None, "the turn's options disable the camera"
+        if options.use_camera is None and not self.config.conversation.use_camera:
             return None, None, "conversation.use_camera is false"
         if end_stamp is None:
             return None, None, "utterance end time unknown"
@@ -155,7 +172,7 @@ class TurnWorker:
         return lookup.image.rgb, lookup.image.stamp, ""
 
     def _generate(self, tracker: TurnTracker, request: TurnRequest,
-                  utterance: UtteranceEnded | None) -> tuple[str, str | None]:
+                  utterance: SpokenTurn | None) -> tuple[str, str | None]:
         """Run the responder; return (end reason, cancel reason or None)."""
         outputs = iter(self._responder.begin_turn(request))
         try:
@@ -173,7 +190,7 @@ class TurnWorker:
         return "end_of_output", None
 
     def _emit(self, tracker: TurnTracker, output: ResponderOutput,
-              utterance: UtteranceEnded | None) -> None:
+              utterance: SpokenTurn | None) -> None:
         turn_id = tracker.turn_id
         if isinstance(output, Transcript):
             tracker.on_transcript(output.text)

@@ -6,22 +6,25 @@ import threading
 import time
 from typing import Callable
 
+import numpy as np
+import soxr
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 
 from stream_omni_ros.action import Converse
-from stream_omni_ros.engine.audio_input import PcmChunk
+from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (EngineError, EngineEvent, ResponseDelta, SpeechChunk,
                                            TranscriptFinal, TranscriptPartial, TurnCancelled,
                                            TurnFinished, TurnStarted)
-from stream_omni_ros.errors import InputError
+from stream_omni_ros.engine.responder import TurnOptions
+from stream_omni_ros.errors import InputError, StreamOmniError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import image_msg_to_rgb
 from stream_omni_ros.nodes.omni_publishers import (STATE_CODES, end_reason_to_stop_reason,
-                                                   seconds_to_time_msg)
+                                                   seconds_to_time_msg, time_msg_to_seconds)
 
 CANCEL_WAIT_S = 5.0  # how long a cancelled goal waits for its turn to report the cancel
 
@@ -56,10 +59,37 @@ class TurnRouter:
                 self._by_turn.pop(turn_id, None)
 
 
-def goal_audio_to_pcm_chunk(msg: AudioChunk) -> PcmChunk:
-    """Validate one chunk of goal audio; it carries no stream position (no stamp, no seq)."""
-    audio_msg_to_pcm(msg)  # raises InputError naming the bad field before the turn opens
-    return PcmChunk(bytes(msg.data), int(msg.sample_rate), int(msg.channels), msg.encoding)
+def goal_audio_to_samples(chunks: list[AudioChunk]) -> np.ndarray:
+    """Goal audio chunks (any rate, layout, encoding) -> one 16 kHz mono float32 utterance."""
+    pieces: list[np.ndarray] = []
+    run: list[np.ndarray] = []  # mono chunks of one sample rate, resampled together
+    rate = 0
+    for index, msg in enumerate(chunks):
+        try:
+            pcm = audio_msg_to_pcm(msg)
+        except InputError as error:
+            raise InputError(f"Converse goal audio[{index}]: {error}") from error
+        if pcm.sample_rate != rate and run:
+            pieces.append(soxr.resample(np.concatenate(run), rate, MODEL_SAMPLE_RATE))
+            run = []
+        rate = pcm.sample_rate
+        run.append(pcm.samples.mean(axis=1, dtype=np.float32))
+    if run:
+        pieces.append(soxr.resample(np.concatenate(run), rate, MODEL_SAMPLE_RATE))
+    samples = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else None
+    if samples is None or samples.size == 0:
+        raise InputError("Converse goal audio holds no samples; expected at least one frame")
+    return samples
+
+
+def goal_to_turn_options(goal: Converse.Goal) -> TurnOptions:
+    """Goal fields -> per-turn options; the goal's defaults (true, -1) keep the node's own."""
+    return TurnOptions(
+        speak=None if goal.speak else False,
+        use_camera=None if goal.use_camera else False,
+        temperature=float(goal.temperature) if goal.temperature >= 0 else None,
+        top_p=float(goal.top_p) if goal.top_p > 0 else None,
+        max_new_tokens=int(goal.max_new_tokens) if goal.max_new_tokens > 0 else None)
 
 
 def _or_minus_one(value: float | None) -> float:
@@ -128,7 +158,8 @@ class ConverseServer:
     def _execute(self, goal_handle) -> Converse.Result:
         try:
             events = self._start(goal_handle.request)
-        except InputError as error:
+        except StreamOmniError as error:  # bad goal input: this goal fails, the node serves on
+            self._node.get_logger().warning(f"Converse goal rejected: {error}")
             goal_handle.abort()
             return Converse.Result(stop_reason="error", error=str(error))
         turn = self._follow(goal_handle, events)
@@ -143,32 +174,35 @@ class ConverseServer:
 
     def _start(self, goal: Converse.Goal) -> queue.Queue:
         """Hand the goal's question to the engine; return the queue of its turn's events."""
-        ignored = [name for name, is_set in (
-            ("speak", not goal.speak), ("use_camera", not goal.use_camera),
-            ("temperature", goal.temperature >= 0), ("top_p", goal.top_p > 0),
-            ("max_new_tokens", goal.max_new_tokens > 0)) if is_set]
-        if ignored:  # the engine has no per-turn options yet; the node's parameters apply
-            self._node.get_logger().warning(f"Converse goal fields {ignored} are not applied "
-                                            "per goal; the node's parameters are used")
+        options = goal_to_turn_options(goal)  # decode everything before touching the engine
+        image, image_stamp = self._goal_image(goal)
+        samples = goal_audio_to_samples(list(goal.audio)) if goal.audio and not goal.text \
+            else None
         if goal.reset_history:
             self._engine.reset()
-        for image in goal.images:
-            self._engine.feed_image(image_msg_to_rgb(image), self._now_s(), image.header.frame_id)
-        chunks = [goal_audio_to_pcm_chunk(c) for c in goal.audio]
-        with self._router.lock:
+        with self._router.lock:  # registered before the turn can emit its first event
             if goal.text:
-                return self._router.watch(self._engine.request_turn(goal.text))
-            if not chunks:
-                self._engine.request_turn(None)  # on_request mode: arm for the next utterance
-                return self._router.watch(None)
-            turn_id = self._engine.open_turn()
-            if turn_id is None:
-                raise InputError("Converse goal audio: a push-to-talk turn is already open")
-            events = self._router.watch(turn_id)
-        for chunk in chunks:
-            self._engine.feed_audio(chunk)
-        self._engine.close_turn()
-        return events
+                turn_id = self._engine.request_turn(goal.text, options, image, image_stamp)
+            elif samples is not None:
+                turn_id = self._engine.submit_audio_turn(samples, options, image, image_stamp)
+            else:  # take the next utterance heard (arms listening in on_request mode)
+                turn_id = self._engine.request_turn(None, options, image, image_stamp)
+            return self._router.watch(turn_id)
+
+    def _goal_image(self, goal: Converse.Goal) -> tuple[np.ndarray | None, float | None]:
+        """The goal's image (the last one if several) as RGB and its stamp (now if unset)."""
+        if not goal.images:
+            return None, None
+        if len(goal.images) > 1:
+            self._node.get_logger().warning(
+                f"Converse goal has {len(goal.images)} images; the answer uses the last one")
+        msg = goal.images[-1]
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except InputError as error:
+            raise InputError(f"Converse goal images[{len(goal.images) - 1}]: {error}") from error
+        stamp = time_msg_to_seconds(msg.header.stamp)
+        return rgb, stamp if stamp > 0 else self._now_s()
 
     def _follow(self, goal_handle, events: queue.Queue) -> TurnResult:
         """Turn events -> feedback until the turn ends (or a cancel gets no answer)."""

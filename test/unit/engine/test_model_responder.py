@@ -14,6 +14,8 @@ from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (ResponseDelta, SpeechChunk, TranscriptFinal,
                                            TranscriptPartial, TurnCancelled, TurnFinished)
 from stream_omni_ros.engine.model_responder import StreamOmniResponder
+from stream_omni_ros.engine.responder import (AudioPiece, Done, TextPiece, TurnOptions,
+                                              TurnRequest)
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
 from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
@@ -117,5 +119,44 @@ def test_partial_transcript_matches_the_final_one_for_the_same_audio(tiny_parts,
 
 
 def _speech_request(audio: np.ndarray):
-    from stream_omni_ros.engine.responder import TurnRequest
     return TurnRequest(audio, None, None, (), "", speak=False)
+
+
+def _text_reply(responder: StreamOmniResponder, options: TurnOptions) -> tuple[str, int, bool]:
+    """(response, text tokens, any audio) of one text turn answered directly."""
+    outputs = list(responder.begin_turn(TurnRequest(None, "Describe the room.", None, (), "",
+                                                    speak=options.speak is not False,
+                                                    options=options)))
+    done = outputs[-1]
+    assert isinstance(done, Done)
+    text = "".join(o.delta for o in outputs if isinstance(o, TextPiece))
+    return text, done.text_tokens, any(isinstance(o, AudioPiece) for o in outputs)
+
+
+def test_turn_options_reach_the_generator(tiny_parts):
+    generator, tokenizer, vocoder = tiny_parts
+    responder = StreamOmniResponder(generator, tokenizer, vocoder, GenerationConfig(
+        max_new_tokens=12, max_new_units=40, mask_units=True, ignore_stop_ids=True))
+    greedy, tokens, spoke = _text_reply(responder, TurnOptions(speak=False))
+    assert tokens == 12 and not spoke  # text_to_text: the vocoder is not run
+    _, short, _ = _text_reply(responder, TurnOptions(speak=False, max_new_tokens=3))
+    assert short == 3
+    sampled, _, _ = _text_reply(responder, TurnOptions(speak=False, temperature=1.0))
+    assert sampled != greedy  # random weights: sampling the whole vocabulary differs
+    # a nucleus this small keeps only the most likely token: greedy again
+    nucleus, _, _ = _text_reply(responder, TurnOptions(speak=False, temperature=1.0,
+                                                       top_p=1e-6))
+    assert nucleus == greedy
+    _, _, spoke = _text_reply(responder, TurnOptions(max_new_tokens=4))
+    assert spoke
+
+
+def test_audio_turn_with_speak_false_through_the_tiny_model(model_engine, speak):
+    engine, responder = model_engine
+    speech = speak("Where is the blue box?")
+    turn = engine.submit_audio_turn(speech, TurnOptions(speak=False, max_new_tokens=5))
+    events = collect_turn(engine)
+    assert isinstance(events[-1], TurnFinished) and events[-1].turn_id == turn
+    assert any(isinstance(e, TranscriptFinal) for e in events)
+    assert not [e for e in events if isinstance(e, SpeechChunk)]
+    assert events[-1].metrics.text_tokens <= 5
