@@ -94,7 +94,7 @@ def load_stream_omni(path_or_hub_id: str, options: LoadOptions = LoadOptions(),
               **tokenizer_report(tokenizer, config),
               "generation_config": read_json(folder / "generation_config.json", optional=True)}
     for name, value in report.items():
-        logger.info("checkpoint %s: %s = %s", folder.name, name, value)
+        logger.info("checkpoint %s: %s = %r", folder.name, name, value)
     return LoadedStreamOmni(model, tokenizer, config, report, folder)
 
 
