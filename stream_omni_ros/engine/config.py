@@ -5,8 +5,9 @@ the ROS layer can expose each one as a parameter named ``group.field``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from stream_omni_ros.config_fields import described, described_factory
 from stream_omni_ros.errors import ConfigError
 
 LISTEN_MODES = ("always", "on_request", "push_to_talk")
@@ -22,15 +23,23 @@ def _require(condition: bool, group: str, name: str, value: object, expected: st
 class AudioInputConfig:
     """Microphone chunk conversion to 16 kHz mono: accepted rates, gap and clipping detection."""
 
-    min_sample_rate: int = 4000
-    max_sample_rate: int = 384000
-    max_channels: int = 32
-    resample_quality: str = "HQ"
+    min_sample_rate: int = described(
+        4000, "lowest microphone sample rate accepted; slower chunks are rejected", units="Hz")
+    max_sample_rate: int = described(
+        384000, "highest microphone sample rate accepted; faster chunks are rejected",
+        units="Hz")
+    max_channels: int = described(
+        32, "most interleaved microphone channels accepted (they are averaged to mono)")
+    resample_quality: str = described(
+        "HQ", "soxr quality of the resampling to 16 kHz: QQ, LQ, MQ, HQ or VHQ")
     # Stamps from a driver jitter by a few ms; only larger holes count as lost audio.
-    gap_tolerance_s: float = 0.02
+    gap_tolerance_s: float = described(
+        0.02, "chunk stamp lateness still taken as jitter, not as lost audio", units="s")
     # Lost audio is replaced by silence up to this length so utterance times stay aligned.
-    max_gap_fill_s: float = 1.0
-    clip_warning_fraction: float = 0.01
+    max_gap_fill_s: float = described(
+        1.0, "most silence inserted for one gap of lost microphone audio", units="s")
+    clip_warning_fraction: float = described(
+        0.01, "fraction of full-scale samples in a chunk that raises a clipping warning")
 
     def __post_init__(self) -> None:
         g = "audio"
@@ -51,13 +60,19 @@ class AudioInputConfig:
 class VadConfig:
     """Voice activity detection (silero-vad) and endpointing of utterances."""
 
-    threshold: float = 0.5
+    threshold: float = described(
+        0.5, "silero-vad speech probability at or above which a 32 ms frame is speech")
     # Speech continues while the probability stays above threshold - this margin (hysteresis).
-    release_margin: float = 0.15
-    min_speech_ms: int = 250
-    min_silence_ms: int = 500
-    speech_pad_ms: int = 100
-    max_utterance_s: float = 30.0
+    release_margin: float = described(
+        0.15, "speech ends only below threshold minus this probability margin")
+    min_speech_ms: int = described(
+        250, "voiced audio needed before an utterance starts (shorter is noise)", units="ms")
+    min_silence_ms: int = described(
+        500, "pause after speech that ends the utterance (endpoint)", units="ms")
+    speech_pad_ms: int = described(
+        100, "audio kept before speech start and after speech end", units="ms")
+    max_utterance_s: float = described(
+        30.0, "longest utterance; longer speech is cut here and answered", units="s")
 
     def __post_init__(self) -> None:
         g = "vad"
@@ -75,8 +90,9 @@ class VadConfig:
 class ImageConfig:
     """Camera frame buffer: how many frames are kept and how old a usable frame may be."""
 
-    max_age_s: float = 2.0
-    buffer_length: int = 30
+    max_age_s: float = described(
+        2.0, "oldest camera frame, before the utterance end, that a turn may use", units="s")
+    buffer_length: int = described(30, "camera frames kept (newest by stamp)")
 
     def __post_init__(self) -> None:
         _require(self.max_age_s > 0, "image", "max_age_s", self.max_age_s, "> 0")
@@ -87,10 +103,12 @@ class ImageConfig:
 class ListenConfig:
     """When the engine listens and whether the user may interrupt the robot."""
 
-    mode: str = "always"
-    barge_in: bool = True
-    # Ignore the microphone while the robot speaks (no echo cancellation available).
-    half_duplex: bool = False
+    mode: str = described("always", "always: every utterance is a turn; on_request: only the "
+                          "next one after a listen request; push_to_talk: from press to release")
+    barge_in: bool = described(
+        True, "user speech while the robot responds interrupts it; false ignores that speech")
+    half_duplex: bool = described(
+        False, "ignore the microphone while the robot responds (no echo cancellation)")
 
     def __post_init__(self) -> None:
         _require(self.mode in LISTEN_MODES, "listen", "mode", self.mode, f"one of {LISTEN_MODES}")
@@ -100,16 +118,23 @@ class ListenConfig:
 class ConversationConfig:
     """Prompt, history bounds and per-turn behaviour of the conversation."""
 
-    # Empty means the checkpoint's own Stream-Omni system prompt.
-    system_prompt: str = ""
-    max_turns: int = 8
-    max_history_tokens: int = 2048
-    speak: bool = True
-    use_camera: bool = True
-    partial_interval_s: float = 0.5
-    early_prefill: bool = True
+    system_prompt: str = described("", "system prompt of every turn; empty: the checkpoint's own")
+    max_turns: int = described(
+        8, "earlier exchanges kept as context (oldest dropped first); 0 forgets them")
+    max_history_tokens: int = described(
+        2048, "text tokens of kept exchanges at most (oldest dropped first)", units="tokens")
+    speak: bool = described(True, "answer with speech on audio/out as well as text by default")
+    use_camera: bool = described(
+        True, "give each turn the camera frame nearest the utterance end by default")
+    partial_interval_s: float = described(
+        0.5, "utterance audio between two partial transcripts while the user speaks",
+        units="s")
+    # Prefilling the history while the user still speaks shortens the time to the answer.
+    early_prefill: bool = described(
+        True, "prefill system prompt and history at speech start, before the endpoint")
     # Undelivered events beyond this count are dropped oldest-first (consumer is not reading).
-    max_pending_events: int = 10000
+    max_pending_events: int = described(
+        10000, "most undelivered engine events queued before the oldest are dropped")
 
     def __post_init__(self) -> None:
         g = "conversation"
@@ -126,9 +151,10 @@ class ConversationConfig:
 class EngineConfig:
     """All engine settings, grouped per component (ROS parameters ``group.field``)."""
 
-    audio: AudioInputConfig = field(default_factory=AudioInputConfig)
-    vad: VadConfig = field(default_factory=VadConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
-    listen: ListenConfig = field(default_factory=ListenConfig)
-    conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    audio: AudioInputConfig = described_factory(AudioInputConfig, "microphone conversion")
+    vad: VadConfig = described_factory(VadConfig, "voice activity detection, endpointing")
+    image: ImageConfig = described_factory(ImageConfig, "camera frame buffer")
+    listen: ListenConfig = described_factory(ListenConfig, "listen mode and barge-in")
+    conversation: ConversationConfig = described_factory(
+        ConversationConfig, "prompt, history and turn defaults")
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from stream_omni_ros.config_fields import described, described_factory
 from stream_omni_ros.engine.model_responder import StreamOmniResponder
 from stream_omni_ros.errors import CheckpointError, ConfigError
 from stream_omni_ros.model.checkpoint import DTYPES, QUANTIZATIONS, LoadOptions, load_stream_omni
@@ -31,11 +32,15 @@ _GEN = GenerationConfig  # defaults below are read from the model's own dataclas
 class ModelConfig:
     """Where the Stream-Omni checkpoint is (local folder or hub id) and its context size."""
 
-    path: str = ""
-    vision_tower_path: str = ""  # only for checkpoints whose SigLIP weights live apart
-    max_input_len: int = 2048
+    path: str = described(
+        "", "Stream-Omni checkpoint folder (config.json, safetensors, tokenizer) or hub id")
+    vision_tower_path: str = described(
+        "", "SigLIP folder, only for checkpoints whose vision weights live apart; empty: none")
+    max_input_len: int = described(
+        2048, "cache positions for one turn's input, after prompt and history", units="tokens")
     # Compiled static-shape decode steps (CUDA graphs on CUDA); off until measured on the robot.
-    compile_decode: bool = False
+    compile_decode: bool = described(
+        False, "run decode steps compiled with static shapes (CUDA graphs on CUDA)")
 
     def __post_init__(self) -> None:
         if self.max_input_len < 16:
@@ -46,10 +51,12 @@ class ModelConfig:
 class CosyVoiceConfig:
     """The CosyVoice-300M-25Hz folder (speech tokenizer in, flow + HiFT out)."""
 
-    path: str = ""
-    n_timesteps: int = 10  # flow-matching Euler steps per chunk
+    path: str = described(
+        "", "CosyVoice-300M-25Hz folder (speech_tokenizer_v1.onnx, flow, hift, spk2info.pt)")
+    n_timesteps: int = described(
+        10, "flow-matching Euler steps per speech chunk (fewer: faster, rougher)")
     # The original runs flow and HiFT in fp32; lower precision only after a listening check.
-    dtype: str = "fp32"
+    dtype: str = described("fp32", "float type of flow and HiFT vocoder: bf16, fp16 or fp32")
 
     def __post_init__(self) -> None:
         if self.dtype not in VOCODER_DTYPES:
@@ -61,23 +68,31 @@ class CosyVoiceConfig:
 class SpeechConfig:
     """Spoken output: load the vocoder at all, and which speaker of spk2info.pt to use."""
 
-    enabled: bool = True
-    speaker: str = "英文女"
+    enabled: bool = described(True, "load the vocoder; false: text answers only, less memory")
+    speaker: str = described("英文女", "speaker in CosyVoice spk2info.pt whose voice is used")
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding settings exposed to users (the rest of GenerationConfig keeps its defaults)."""
 
-    max_new_tokens: int = _GEN.max_new_tokens
-    max_new_units: int = _GEN.max_new_units
-    temperature: float = _GEN.temperature
-    top_p: float = _GEN.top_p
-    unit_temperature: float = _GEN.unit_temperature
-    unit_top_p: float = _GEN.unit_top_p
-    seed: int = _GEN.seed
-    mask_units: bool = _GEN.mask_units
-    ignore_stop_ids: bool = _GEN.ignore_stop_ids  # fixed response lengths (benchmarks)
+    max_new_tokens: int = described(
+        _GEN.max_new_tokens, "longest text answer per turn", units="tokens")
+    max_new_units: int = described(
+        _GEN.max_new_units, "longest spoken answer per turn (speech units, 25 a second)",
+        units="tokens")
+    temperature: float = described(
+        _GEN.temperature, "text sampling temperature, text-out turns only; 0: greedy")
+    top_p: float = described(_GEN.top_p, "nucleus (top-p) mass for text sampling, in (0, 1]")
+    unit_temperature: float = described(
+        _GEN.unit_temperature, "speech unit sampling temperature; 0: greedy")
+    unit_top_p: float = described(
+        _GEN.unit_top_p, "nucleus (top-p) mass for speech unit sampling, in (0, 1]")
+    seed: int = described(_GEN.seed, "random seed of sampling, reset every turn")
+    mask_units: bool = described(
+        _GEN.mask_units, "restrict the unit head to speech units and stop ids")
+    ignore_stop_ids: bool = described(
+        _GEN.ignore_stop_ids, "never stop at end ids: fixed answer lengths, for benchmarks")
 
     def to_generation_config(self) -> GenerationConfig:
         """The model's GenerationConfig with these values (validated there)."""
@@ -88,13 +103,14 @@ class GenerationSettings:
 class RuntimeConfig:
     """Everything needed to load the model side of the assistant."""
 
-    device: str = "cpu"
-    dtype: str = "bf16"
-    quantization: str = "none"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    cosyvoice: CosyVoiceConfig = field(default_factory=CosyVoiceConfig)
-    speech: SpeechConfig = field(default_factory=SpeechConfig)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    device: str = described("cpu", "torch device of model and vocoder, e.g. cpu, cuda, cuda:1")
+    dtype: str = described("bf16", "float type of the Stream-Omni weights: bf16, fp16 or fp32")
+    quantization: str = described(
+        "none", "bitsandbytes quantization of the decoder layers (CUDA): none, 8bit or 4bit")
+    model: ModelConfig = described_factory(ModelConfig, "Stream-Omni checkpoint")
+    cosyvoice: CosyVoiceConfig = described_factory(CosyVoiceConfig, "CosyVoice vocoder")
+    speech: SpeechConfig = described_factory(SpeechConfig, "spoken output")
+    generation: GenerationSettings = described_factory(GenerationSettings, "decoding")
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -1,8 +1,9 @@
 """Settings of the omni_node itself (ROS side); engine and model settings live in engine/."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from stream_omni_ros.config_fields import described, described_factory
 from stream_omni_ros.errors import ConfigError
 
 AUDIO_OUT_ENCODINGS = ("F32LE", "S16LE")
@@ -16,9 +17,11 @@ RUNTIME_SAFE_ENGINE_FIELDS = (
 class ImageInputConfig:
     """Camera input: message type and the most frames per second that are decoded."""
 
-    compressed: bool = False  # subscribe sensor_msgs/CompressedImage instead of Image
+    compressed: bool = described(
+        False, "subscribe sensor_msgs/CompressedImage instead of sensor_msgs/Image")
     # Frames beyond this sustained rate are dropped (and counted) before any decoding work.
-    max_rate_hz: float = 30.0
+    max_rate_hz: float = described(
+        30.0, "most camera frames decoded per second; a sustained excess is dropped", units="Hz")
 
     def __post_init__(self) -> None:
         if self.max_rate_hz <= 0:
@@ -29,8 +32,8 @@ class ImageInputConfig:
 class AudioOutputConfig:
     """Speech output chunks on audio/out."""
 
-    encoding: str = "F32LE"
-    frame_id: str = "speaker"
+    encoding: str = described("F32LE", "sample format of audio/out chunks: F32LE or S16LE")
+    frame_id: str = described("speaker", "header.frame_id of audio/out chunks")
 
     def __post_init__(self) -> None:
         if self.encoding not in AUDIO_OUT_ENCODINGS:
@@ -42,12 +45,17 @@ class AudioOutputConfig:
 class OmniNodeConfig:
     """Lifecycle, input, output and reporting settings of omni_node."""
 
-    autostart: bool = True  # configure + activate at start, so `ros2 run` just works
-    image: ImageInputConfig = field(default_factory=ImageInputConfig)
-    audio_out: AudioOutputConfig = field(default_factory=AudioOutputConfig)
-    diagnostics_period_s: float = 1.0
-    state_period_s: float = 0.05
-    log_throttle_s: float = 5.0
+    # Configure + activate at start, so `ros2 run` just works without a lifecycle manager.
+    autostart: bool = described(
+        True, "configure and activate the lifecycle node at start; false: wait for a manager")
+    image: ImageInputConfig = described_factory(ImageInputConfig, "camera input")
+    audio_out: AudioOutputConfig = described_factory(AudioOutputConfig, "speech output")
+    diagnostics_period_s: float = described(
+        1.0, "period of the /diagnostics status message", units="s")
+    state_period_s: float = described(
+        0.05, "period of the node state message on the state topic", units="s")
+    log_throttle_s: float = described(
+        5.0, "shortest time between two log lines of one kind of warning or error", units="s")
 
     def __post_init__(self) -> None:
         for name in ("diagnostics_period_s", "state_period_s", "log_throttle_s"):

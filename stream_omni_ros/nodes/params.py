@@ -1,7 +1,8 @@
 """Frozen config dataclasses <-> ROS parameters (`prefix.field`, nested groups dotted).
 
 Types come from the annotations, defaults from the dataclass (so YAML holds overrides only),
-descriptions from the field metadata key "description" or else the class docstring. A field is
+descriptions from the field metadata key "description" (written with
+`stream_omni_ros.config_fields.described`) or else the class docstring. A field is
 runtime-safe when its metadata says `runtime_safe=True` or its dotted name is passed in
 `runtime_safe`; every other parameter is declared read-only (it needs a restart or a lifecycle
 reconfigure with new launch parameters).
@@ -19,11 +20,11 @@ from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from stream_omni_ros.config_fields import DESCRIPTION
 from stream_omni_ros.errors import ConfigError, StreamOmniError
 
 ConfigT = TypeVar("ConfigT")
 RUNTIME_SAFE = "runtime_safe"
-DESCRIPTION = "description"
 
 _SCALAR_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
                  float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}
