@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stream_omni_ros.errors import CheckpointError, ConfigError, InputError
+from stream_omni_ros.errors import ConfigError, InputError
 from stream_omni_ros.vocoder.weights import load_state_strict
 from stream_omni_ros.vocoder.conformer import ConformerConfig, ConformerEncoder, hparam_int
 from stream_omni_ros.vocoder.estimator import ConditionalDecoder, EstimatorConfig
