@@ -154,9 +154,10 @@ if [ -n "$SYSTEM_ROS" ] && command -v rosdep >/dev/null 2>&1; then
   rosdep install --from-paths "$ROOT" --ignore-src -y -r >/dev/null \
     || log "rosdep could not resolve every key (pip keys are in the venv already)"
 fi
+# Names and contents of the package's files; a deleted (not yet committed) file just drops out.
 src_hash=$( (git ls-files -co --exclude-standard 2>/dev/null || find . -type f) \
-  | grep -vE '^(test/|\.ci/|README|docs/)' | LC_ALL=C sort | xargs -d '\n' cat 2>/dev/null \
-  | sha256sum | cut -c1-16)
+  | grep -vE '^(test/|\.ci/|README|docs/)' | LC_ALL=C sort \
+  | { xargs -d '\n' sha256sum 2>/dev/null || true; } | sha256sum | cut -c1-16)
 BUILD_STAMP="$ROOT/install/.stamp-build"
 if [ "$(cat "$BUILD_STAMP" 2>/dev/null)" = "$src_hash-$pip_hash" ] \
    && [ -f "$ROOT/install/setup.bash" ]; then

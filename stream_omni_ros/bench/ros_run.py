@@ -1,7 +1,7 @@
 """ROS overhead: the omni_node graph with a pass-through model against direct engine calls.
 
-omni_node runs in its own process (with PassThroughResponder instead of the model) in a private
-namespace; this process publishes the same paced microphone chunks and camera frames and
+The installed omni_node runs in its own process with `responder:=passthrough` (no model) in a
+private namespace; this process publishes the same paced microphone chunks and camera frames and
 timestamps what comes back. The direct side feeds the same audio to a ConversationEngine with the
 same responder. Both see the same audio, so the endpoint falls at the same point of each turn.
 Importing this module needs rclpy: callers import it inside a guarded function.
@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
+import tempfile
 import threading
 import time
+from typing import IO
 
 import numpy as np
 import rclpy
@@ -24,13 +25,14 @@ from sensor_msgs.msg import Image
 
 from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.bench.engine_run import SAMPLE_RATE, Microphone, run_engine_turns
-from stream_omni_ros.bench.passthrough import PassThroughResponder
+from stream_omni_ros.engine.passthrough_responder import PassThroughResponder
 from stream_omni_ros.bench.records import TurnRecord, percentiles, since
 from stream_omni_ros.engine.audio_input import PcmChunk
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.msg import AudioChunk, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import rgb_to_image_msg
+from stream_omni_ros.nodes.executables import start_node
 from stream_omni_ros.nodes.omni_publishers import seconds_to_time_msg
 
 RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
@@ -101,12 +103,20 @@ class Observer:
         self.context.try_shutdown()
 
 
-def start_passthrough_node(config: BenchConfig, namespace: str) -> subprocess.Popen:
-    """omni_node with the pass-through responder, in its own process."""
-    argv = [sys.executable, "-m", "stream_omni_ros.bench.passthrough_node",
-            str(config.text_tokens), str(config.units), "--ros-args", "-r",
-            f"__ns:={namespace}", "--log-level", "warn"]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start_passthrough_node(config: BenchConfig, namespace: str,
+                           log: IO[bytes]) -> subprocess.Popen:
+    """The installed omni_node answering with fixed-length pass-through turns, no model."""
+    params = {"responder": "passthrough", "generation.max_new_tokens": config.text_tokens,
+              "generation.max_new_units": config.units, "generation.ignore_stop_ids": True}
+    # a file, not a pipe: nobody reads the log while the node runs, and a full pipe would block it
+    return start_node("omni_node", params, {"__ns": namespace}, stdout=subprocess.DEVNULL,
+                      stderr=log)
+
+
+def log_tail(log: IO[bytes], chars: int = 2000) -> str:
+    """The end of the node's log, for an error message."""
+    log.seek(0)
+    return log.read().decode("utf-8", "replace")[-chars:]
 
 
 def stop_node(process: subprocess.Popen) -> None:
@@ -147,10 +157,14 @@ def run_ros_turns(config: BenchConfig, questions: list[tuple[str, np.ndarray]],
                   ) -> list[TurnRecord]:
     """The questions through omni_node (pass-through model), endpoints taken from direct."""
     namespace = f"/stream_omni_bench_{os.getpid()}"
-    process = start_passthrough_node(config, namespace)
+    log = tempfile.TemporaryFile()
+    process = start_passthrough_node(config, namespace, log)
     observer, records = Observer(namespace), []
     try:
-        observer.wait_for_node()
+        try:
+            observer.wait_for_node()
+        except StreamOmniError as error:
+            raise StreamOmniError(f"{error}; omni_node log:\n{log_tail(log)}") from error
         mic = Microphone(observer.publish_audio, config.pace)
         for turn, (_, speech) in enumerate(questions):
             observer.arrivals.clear()
@@ -162,13 +176,14 @@ def run_ros_turns(config: BenchConfig, questions: list[tuple[str, np.ndarray]],
             if not observer.done.wait(TURN_TIMEOUT_S):
                 raise StreamOmniError(f"ROS turn {turn}: no response/final and final audio/out "
                                       f"within {TURN_TIMEOUT_S} s (omni_node exit code "
-                                      f"{process.poll()})")
+                                      f"{process.poll()}); its log:\n{log_tail(log)}")
             # same audio, same VAD: the endpoint is as far after the first chunk as directly
             endpoint = sent[0] - direct[turn].timeline["microphone"][0]
             records.append(ros_record(turn, list(observer.arrivals), sent, endpoint))
     finally:
         observer.close()
         stop_node(process)
+        log.close()
     return records
 
 

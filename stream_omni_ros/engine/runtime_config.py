@@ -2,7 +2,8 @@
 
 The architecture comes from the checkpoint folders; these settings only say where the folders are
 and how to run them. Fields are plain scalars so the ROS layer exposes them as parameters
-(`device`, `dtype`, `quantization`, `model.path`, `cosyvoice.path`, `speech.*`, `generation.*`).
+(`responder`, `device`, `dtype`, `quantization`, `model.path`, `cosyvoice.path`, `speech.*`,
+`generation.*`). `responder` picks what answers: the checkpoint, or a model-free stand-in.
 """
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream_omni_ros.config_fields import described, described_factory
+from stream_omni_ros.engine.echo_responder import EchoResponder
 from stream_omni_ros.engine.model_responder import StreamOmniResponder
+from stream_omni_ros.engine.passthrough_responder import PassThroughResponder
+from stream_omni_ros.engine.responder import Responder
 from stream_omni_ros.errors import CheckpointError, ConfigError
 from stream_omni_ros.model.checkpoint import DTYPES, QUANTIZATIONS, LoadOptions, load_stream_omni
 from stream_omni_ros.model.compiled import CompiledDecodeConfig
@@ -26,6 +30,9 @@ SPEECH_TOKENIZER_FILE = "speech_tokenizer_v1.onnx"
 # The vocoder names its float types in full; the model loader uses the short names.
 VOCODER_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 _GEN = GenerationConfig  # defaults below are read from the model's own dataclass
+# model: the checkpoint; echo: EchoResponder (no model, for simulation and CI runs of the graph);
+# passthrough: fixed-length answers of generation.max_new_tokens / max_new_units, for benchmarks.
+RESPONDERS = ("model", "echo", "passthrough")
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,8 @@ class GenerationSettings:
 class RuntimeConfig:
     """Everything needed to load the model side of the assistant."""
 
+    responder: str = described(
+        "model", "what answers: model (the checkpoint), echo or passthrough (no model, no GPU)")
     device: str = described("cpu", "torch device of model and vocoder, e.g. cpu, cuda, cuda:1")
     dtype: str = described("bf16", "float type of the Stream-Omni weights: bf16, fp16 or fp32")
     quantization: str = described(
@@ -113,6 +122,9 @@ class RuntimeConfig:
     generation: GenerationSettings = described_factory(GenerationSettings, "decoding")
 
     def __post_init__(self) -> None:
+        if self.responder not in RESPONDERS:
+            raise ConfigError(f"parameter responder = {self.responder!r}; expected one of "
+                              f"{list(RESPONDERS)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype = {self.dtype!r}; expected one of {list(DTYPES)}")
         if self.quantization not in QUANTIZATIONS:
@@ -129,7 +141,17 @@ def _require_folder(value: str, name: str, holds: str) -> Path:
     return folder
 
 
-def load_responder(config: RuntimeConfig) -> StreamOmniResponder:
+def load_responder(config: RuntimeConfig) -> Responder:
+    """The Responder that config.responder names: the loaded model or a model-free stand-in."""
+    if config.responder == "echo":
+        return EchoResponder()
+    if config.responder == "passthrough":
+        limits = config.generation.to_generation_config()  # validates the two lengths
+        return PassThroughResponder(limits.max_new_tokens, limits.max_new_units)
+    return load_model_responder(config)
+
+
+def load_model_responder(config: RuntimeConfig) -> StreamOmniResponder:
     """Load checkpoint, speech tokenizer and (if speech is enabled) the vocoder."""
     if not config.model.path:
         raise ConfigError("parameter model.path is empty; expected a Stream-Omni checkpoint "

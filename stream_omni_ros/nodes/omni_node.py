@@ -54,6 +54,11 @@ class ActiveParts:
             part.destroy()
 
 
+def heaviest_part(responder: object) -> object:
+    """What cleanup must free: the model of a model-backed responder, else the responder."""
+    return getattr(getattr(responder, "generator", None), "model", responder)
+
+
 class OmniNode(LifecycleNode):
     """Stream-Omni lifecycle node; see the module docstring."""
 
@@ -94,8 +99,9 @@ class OmniNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and start the engine; a failure leaves the node unconfigured."""
-        self.get_logger().info(f"configuring: loading model.path {self.runtime.model.path!r}, "
-                               f"cosyvoice.path {self.runtime.cosyvoice.path!r}")
+        self.get_logger().info(f"configuring: responder {self.runtime.responder}, model.path "
+                               f"{self.runtime.model.path!r}, cosyvoice.path "
+                               f"{self.runtime.cosyvoice.path!r}")
         try:
             responder = load_responder(self.runtime)
             self.engine = ConversationEngine(responder, self.live.value, clock=self.now_s)
@@ -105,11 +111,12 @@ class OmniNode(LifecycleNode):
             self.last_error = f"configure failed: {type(error).__name__}: {error}{hint}"
             self.get_logger().error(self.last_error)
             return FAILURE
-        self._model_ref = weakref.ref(responder.generator.model)
+        self._model_ref = weakref.ref(heaviest_part(responder))
         self._pump = EventPump(self.engine, self._deliver, self._delivery_failed)
         self.lifecycle_label, self.last_error = "inactive", ""
-        self.get_logger().info(f"model loaded on {self.runtime.device}; "
-                               f"process memory {process_memory_mb():.0f} MiB")
+        self.get_logger().info(f"responder {self.runtime.responder} loaded on "
+                               f"{self.runtime.device}; process memory "
+                               f"{process_memory_mb():.0f} MiB")
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

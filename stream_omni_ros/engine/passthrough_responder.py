@@ -1,7 +1,8 @@
 """A pass-through Responder: the model's output shape (text pieces, audio chunks) at no cost.
 
-Used on both sides of the ROS-overhead measurement, so that the difference between the node
-graph and direct engine calls is the ROS cost alone.
+Used on both sides of the ROS-overhead measurement (omni_node runs it with
+`responder:=passthrough`), so that the difference between the node graph and direct engine calls
+is the ROS cost alone.
 """
 from __future__ import annotations
 
