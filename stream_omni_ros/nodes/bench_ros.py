@@ -25,9 +25,9 @@ from sensor_msgs.msg import Image
 
 from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.bench.engine_run import SAMPLE_RATE, Microphone, run_engine_turns
-from stream_omni_ros.engine.passthrough_responder import PassThroughResponder
 from stream_omni_ros.bench.records import TurnRecord, percentiles, since
 from stream_omni_ros.engine.audio_input import PcmChunk
+from stream_omni_ros.engine.passthrough_responder import PassThroughResponder
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.msg import AudioChunk, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
