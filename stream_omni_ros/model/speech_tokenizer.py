@@ -141,6 +141,14 @@ def _open_session(path: Path, providers: list[str]) -> onnxruntime.InferenceSess
     return session
 
 
+def providers_for_device(device: str) -> list[str]:
+    """onnxruntime providers for a torch device name: CUDA first where it is available."""
+    available = onnxruntime.get_available_providers()
+    if device.startswith("cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class SpeechTokenizer:
     """CosyVoice `speech_tokenizer_v1.onnx` run with onnxruntime on the caller's providers."""
 
