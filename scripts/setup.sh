@@ -69,7 +69,9 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # it means pip can never pull the multi-GB CUDA build. Without such a wheel and without a GPU we stop
 # rather than download CUDA packages (point TORCH_SPEC / PIP_INDEX_URL at a CPU build yourself).
 if [ -z "${TORCH_SPEC:-}" ]; then
-  if "${PIP[@]}" download -q --no-deps --no-index -d "$(mktemp -d)" 'torch==2.13.0+cpu' \
+  # --dry-run only resolves: nothing is downloaded or copied (a download here left a 180 MB
+  # wheel in a temporary folder on every run).
+  if "${PIP[@]}" install --dry-run -q --no-deps --no-index 'torch==2.13.0+cpu' \
       >/dev/null 2>&1; then TORCH_SPEC='torch==2.13.0+cpu'
   elif command -v nvidia-smi >/dev/null 2>&1; then TORCH_SPEC='torch==2.13.0'
   elif "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
