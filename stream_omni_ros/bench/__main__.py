@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from stream_omni_ros.bench.config import DEVICES, DTYPES, SIZES, BenchConfig
 from stream_omni_ros.bench.engine_run import fixed_generation, model_responder, run_engine_turns
-from stream_omni_ros.bench.inputs import camera_frame, spoken_questions
+from stream_omni_ros.bench.inputs import camera_frame, recorded_questions, spoken_questions
 from stream_omni_ros.bench.messages import message_costs
 from stream_omni_ros.bench.parts import BenchParts, build_parts
 from stream_omni_ros.bench.records import TurnRecord, summarize
@@ -27,6 +28,13 @@ from stream_omni_ros.bench.throughput import model_steps, vocoder_rtf
 from stream_omni_ros.errors import StreamOmniError
 
 DEFAULTS = BenchConfig()
+STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """One line on stderr per phase, so that a run cut off by a time limit shows where it was."""
+    print(f"[bench {time.perf_counter() - STARTED:7.1f} s] {message}", file=sys.stderr,
+          flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,11 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
                             ("step_repeats", "repeats of step timings"),
                             ("step_prompt_len", "LLM positions before timed steps"),
                             ("message_repeats", "repeats of message costs"),
-                            ("seed", "random seed")):
+                            ("seed", "random seed"),
+                            ("layers", "full size: layers kept per stack, 0 = all (N > 0 "
+                                       "rehearses the full-size paths on a CPU)")):
         parser.add_argument("--" + name.replace("_", "-"), type=int,
                             default=getattr(DEFAULTS, name), help=help_text)
     parser.add_argument("--pace", type=float, default=DEFAULTS.pace,
                         help="microphone speed: 1 = real time, 0 = as fast as possible")
+    parser.add_argument("--questions-from", default=DEFAULTS.questions_from,
+                        help="folder of spoken questions NN.wav (+ NN.txt) recorded earlier, for "
+                             "machines without espeak-ng (see scripts/gpu_kit.sh)")
     parser.add_argument("--no-compile", dest="compile_decode", action="store_false",
                         help="eager decode steps on CUDA (default: compiled static steps)")
     parser.add_argument("--no-ros", dest="ros", action="store_false",
@@ -67,9 +80,13 @@ def run_turns(parts: BenchParts, config: BenchConfig, questions: list, image: np
               ) -> dict[str, list[TurnRecord]]:
     """Reference-style turns (a) and engine turns on the same questions and image."""
     generation = fixed_generation(config)
+    progress("reference pipeline (a): warm-up turn")
     run_reference_turn(parts, generation, questions[0][1], image, -1)  # warm-up, not counted
-    reference = [run_reference_turn(parts, generation, speech, image, n)
-                 for n, (_, speech) in enumerate(questions)]
+    reference = []
+    for n, (_, speech) in enumerate(questions):
+        progress(f"reference pipeline (a): turn {n + 1}/{len(questions)}")
+        reference.append(run_reference_turn(parts, generation, speech, image, n))
+    progress(f"engine: {len(questions)} turns at pace {config.pace}")
     engine = run_engine_turns(model_responder(parts, config), config, questions, image)
     return {"reference": reference, "engine": engine}
 
@@ -91,12 +108,20 @@ def run_ros_part(config: BenchConfig, questions: list, image: np.ndarray,
 def run_bench(config: BenchConfig) -> BenchResult:
     """Every measurement of one run."""
     with tempfile.TemporaryDirectory(prefix="stream_omni_bench_") as folder:
+        progress(f"building {config.size} parts on {config.model_device} "
+                 f"({config.model_dtype}, layers {config.layers or 'all'})")
         parts = build_parts(config, Path(folder))
-        questions = spoken_questions(config.turns)
+        questions = (recorded_questions(Path(config.questions_from), config.turns)
+                     if config.questions_from else spoken_questions(config.turns))
         image = camera_frame(config.image_width, config.image_height, config.seed)
-        steps, vocoder = model_steps(parts, config), vocoder_rtf(parts, config)
+        progress("model steps and baselines (b), (c)")
+        steps = model_steps(parts, config)
+        progress("vocoder real-time factors")
+        vocoder = vocoder_rtf(parts, config)
+        progress("cost per message")
         messages = message_costs(parts, config, image)
         records = run_turns(parts, config, questions, image)
+    progress("ROS pass-through part" if config.ros else "ROS part skipped (--no-ros)")
     ros = run_ros_part(config, questions, image, records)
     engine_total = summarize(records["engine"])["total_s"].p50
     if ros and engine_total:
