@@ -88,6 +88,9 @@ def run_engine_turns(responder: Responder, config: BenchConfig,
             arrivals.events.clear()
             arrivals.done.clear()
             speech_end = mic.stamp + len(speech) / SAMPLE_RATE - pad_after_s
+            # A camera streams: a frame as the question starts and one as it ends, so that
+            # either image.frame_at finds one.
+            engine.feed_image(image, stamp=mic.stamp)
             engine.feed_image(image, stamp=speech_end)
             sent = mic.play(speech)
             if not arrivals.done.wait(TURN_TIMEOUT_S):

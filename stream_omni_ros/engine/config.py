@@ -11,6 +11,7 @@ from stream_omni_ros.config_fields import described, described_factory
 from stream_omni_ros.errors import ConfigError
 
 LISTEN_MODES = ("always", "on_request", "push_to_talk")
+FRAME_MOMENTS = ("speech_start", "utterance_end")
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 
 
@@ -91,12 +92,21 @@ class ImageConfig:
     """Camera frame buffer: how many frames are kept and how old a usable frame may be."""
 
     max_age_s: float = described(
-        2.0, "oldest camera frame, before the utterance end, that a turn may use", units="s")
+        2.0, "oldest camera frame, before the moment it is taken for, that a turn may use",
+        units="s")
     buffer_length: int = described(30, "camera frames kept (newest by stamp)")
+    # A frame known at speech start lets its image tokens (thousands of positions with anyres)
+    # be prefilled while the user talks instead of after the endpoint.
+    frame_at: str = described(
+        "speech_start", "camera frame of a spoken turn: speech_start (nearest the speech "
+        "start; prefilled while the user talks) or utterance_end (nearest the endpoint; "
+        "prefilled after it)")
 
     def __post_init__(self) -> None:
         _require(self.max_age_s > 0, "image", "max_age_s", self.max_age_s, "> 0")
         _require(self.buffer_length >= 1, "image", "buffer_length", self.buffer_length, ">= 1")
+        _require(self.frame_at in FRAME_MOMENTS, "image", "frame_at", self.frame_at,
+                 f"one of {FRAME_MOMENTS}")
 
 
 @dataclass(frozen=True)
@@ -125,13 +135,14 @@ class ConversationConfig:
         2048, "text tokens of kept exchanges at most (oldest dropped first)", units="tokens")
     speak: bool = described(True, "answer with speech on audio/out as well as text by default")
     use_camera: bool = described(
-        True, "give each turn the camera frame nearest the utterance end by default")
+        True, "give each turn a camera frame (see image.frame_at) by default")
     partial_interval_s: float = described(
         0.5, "utterance audio between two partial transcripts while the user speaks",
         units="s")
     # Prefilling the history while the user still speaks shortens the time to the answer.
     early_prefill: bool = described(
-        True, "prefill system prompt and history at speech start, before the endpoint")
+        True, "prefill system prompt, history and a speech-start camera frame at speech "
+        "start, before the endpoint")
     # Undelivered events beyond this count are dropped oldest-first (consumer is not reading).
     max_pending_events: int = described(
         10000, "most undelivered engine events queued before the oldest are dropped")

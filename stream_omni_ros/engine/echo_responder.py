@@ -30,16 +30,17 @@ class EchoResponder:
     def __init__(self, seconds_per_word: float = 0.25, sample_rate: int = ECHO_SAMPLE_RATE):
         self.seconds_per_word = seconds_per_word
         self.sample_rate = sample_rate
-        self.prepared: tuple[tuple[HistoryTurn, ...], str] | None = None
+        self.prepared: tuple[tuple[HistoryTurn, ...], str, np.ndarray | None] | None = None
         self.responses_started = 0
 
     def transcribe_partial(self, audio: np.ndarray) -> str:
         """Duration of the speech so far, as text."""
         return describe_audio(audio)
 
-    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str) -> None:
+    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str,
+                image: np.ndarray | None = None) -> None:
         """Remember what was prepared (observable by tests and demos)."""
-        self.prepared = (history, system_prompt)
+        self.prepared = (history, system_prompt, image)
 
     def count_tokens(self, text: str) -> int:
         """Whitespace-separated words stand in for tokens."""

@@ -89,5 +89,6 @@ class ImageBuffer:
         if not fresh:
             newest = frames[-1]
             return ImageLookup(None, f"newest camera frame is {t - newest.stamp:.2f} s older "
-                                     f"than the utterance end (max_age_s {max_age_s:.2f})")
+                                     f"than the moment it is taken for (max_age_s "
+                                     f"{max_age_s:.2f})")
         return ImageLookup(min(fresh, key=lambda f: abs(f.stamp - t)))

@@ -27,6 +27,8 @@ class UtteranceBegan:
     source: str
     start_stamp: float | None
     barge_in: bool  # it interrupted the robot
+    options: TurnOptions = field(default_factory=TurnOptions)
+    image: StampedImage | None = None  # given with the request: used instead of the camera
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ class Listener:
         self._extras, self._next_extras = self._next_extras, TurnExtras()
         self._start = start
         self._start_stamp = self._stamp_of(start)
-        return [UtteranceBegan(self.turn_id, source, self._start_stamp, responding)]
+        return [UtteranceBegan(self.turn_id, source, self._start_stamp, responding,
+                               self._extras.options, self._extras.image)]
 
     def _append(self, samples: np.ndarray, first_sample: int) -> list[ListenerCommand]:
         skip = max(0, self._start - first_sample)

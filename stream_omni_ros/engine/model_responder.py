@@ -3,7 +3,7 @@
 A thin adapter: the model and vocoder packages do the work; this maps engine requests onto
 GenerationRequests and generator events onto responder outputs. Partial transcripts reuse one
 prepared turn whose caches follow the growing utterance, so the final answer starts from an
-already prefilled prompt when no image is attached.
+already prefilled prompt, image included when the turn keeps the frame it was prepared with.
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ class StreamOmniResponder:
         self.generation = generation
         self.streaming = streaming
         self._prepared: PreparedTurn | None = None
-        self._prepared_for: tuple[tuple[HistoryTurn, ...], str] | None = None
+        # (history, system prompt, image) the prepared turn was built for; the image by identity
+        self._prepared_for: tuple[tuple[HistoryTurn, ...], str, np.ndarray | None] | None = None
 
     def _config(self, system_prompt: str, options: TurnOptions = TurnOptions()
                 ) -> GenerationConfig:
@@ -58,14 +59,15 @@ class StreamOmniResponder:
     def _speech_in_kind(self) -> str:
         return "speech_to_speech" if self.vocoder is not None else "speech_to_text"
 
-    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str) -> None:
-        """Prefill system prompt, history and user header for the coming speech turn."""
+    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str,
+                image: np.ndarray | None = None) -> None:
+        """Prefill system prompt, history, user header and image for the coming speech turn."""
         self.reset()
-        request = GenerationRequest(self._speech_in_kind(),
-                                    history=history_to_messages(history),
+        request = GenerationRequest(self._speech_in_kind(), images=() if image is None else
+                                    (image,), history=history_to_messages(history),
                                     config=self._config(system_prompt))
         self._prepared = self.generator.prepare(request)
-        self._prepared_for = (history, system_prompt)
+        self._prepared_for = (history, system_prompt, image)
 
     def transcribe_partial(self, audio: np.ndarray) -> str:
         """Units of the speech so far through the prepared turn's bottom stack and CTC head."""
@@ -108,10 +110,11 @@ class StreamOmniResponder:
         """The prepared turn if it was built for exactly this request's prompt head."""
         prepared, prepared_for = self._prepared, self._prepared_for
         self._prepared = self._prepared_for = None
-        usable = (prepared is not None and not gen_request.images
+        usable = (prepared is not None and prepared_for is not None
                   and prepared.request.inference_type == gen_request.inference_type
                   and prepared.request.config == gen_request.config
-                  and prepared_for == (request.history, request.system_prompt))
+                  and prepared_for[:2] == (request.history, request.system_prompt)
+                  and prepared_for[2] is request.image)
         if prepared is not None and not usable:
             prepared.release()
         return prepared if usable else None

@@ -34,7 +34,8 @@ class PassThroughResponder:
         """No recognition: the length of the speech heard."""
         return f"{len(audio)} samples"
 
-    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str) -> None:
+    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str,
+                image: np.ndarray | None = None) -> None:
         """Nothing to prefill."""
 
     def count_tokens(self, text: str) -> int:

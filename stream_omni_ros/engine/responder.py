@@ -98,8 +98,9 @@ class Responder(Protocol):
         """Transcript of 16 kHz mono speech heard so far (called while the user talks)."""
         ...
 
-    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str) -> None:
-        """Prefill the part of the next prompt that is already known (system + history)."""
+    def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str,
+                image: np.ndarray | None = None) -> None:
+        """Prefill the part of the next prompt already known: system, history, the image."""
         ...
 
     def begin_turn(self, request: TurnRequest) -> Iterator[ResponderOutput]:

@@ -25,6 +25,7 @@ from stream_omni_ros.engine.turn import TurnTracker
 from stream_omni_ros.engine.worker_state import WorkerHandle
 
 SpokenTurn = Union[UtteranceEnded, AudioTurn]  # a turn answered from audio
+FramePick = tuple[np.ndarray | None, float | None, str]  # rgb, its stamp, why there is none
 
 
 class TurnWorker:
@@ -37,6 +38,7 @@ class TurnWorker:
         self._handle = handle
         self._events = events
         self._images = images
+        self._start_frame: tuple[int, FramePick] | None = None  # (turn id, speech-start pick)
         conversation = config.conversation
         self.history = ConversationHistory(conversation.max_turns,
                                            conversation.max_history_tokens,
@@ -103,8 +105,13 @@ class TurnWorker:
 
     def _on_began(self, command: UtteranceBegan) -> None:
         self._events.put(TurnStarted(command.turn_id, command.source, command.start_stamp))
+        image = None
+        if self.config.image.frame_at == "speech_start":
+            pick = self._pick_image(command.start_stamp, command.options, command.image)
+            self._start_frame, image = (command.turn_id, pick), pick[0]
         if self.config.conversation.early_prefill:
-            self._responder.prepare(self.history.turns, self.config.conversation.system_prompt)
+            self._responder.prepare(self.history.turns, self.config.conversation.system_prompt,
+                                    image)
 
     def _on_utterance(self, command: SpokenTurn) -> None:
         if command.truncated:
@@ -138,7 +145,8 @@ class TurnWorker:
             if cancel is not None:
                 self._events.put(TurnCancelled(turn_id, cancel, 0.0))
                 return
-            rgb, image_stamp, image_note = self._pick_image(end_stamp, request.options, image)
+            rgb, image_stamp, image_note = self._turn_image(turn_id, end_stamp, request.options,
+                                                            image)
             request = dataclasses.replace(request, image=rgb)
             tracker = TurnTracker(turn_id, endpoint_time, request.text or "")
             if request.text is not None:
@@ -155,18 +163,27 @@ class TurnWorker:
         finally:
             self._handle.end_responding(turn_id)
 
-    def _pick_image(self, end_stamp: float | None, options: TurnOptions,
-                    explicit: StampedImage | None
-                    ) -> tuple[np.ndarray | None, float | None, str]:
+    def _turn_image(self, turn_id: int, end_stamp: float | None, options: TurnOptions,
+                    explicit: StampedImage | None) -> FramePick:
+        """The frame taken at this turn's speech start if there was one, else nearest its end."""
+        start_frame = self._start_frame
+        if start_frame is not None and start_frame[0] == turn_id:
+            self._start_frame = None
+            if start_frame[1][0] is not None:  # else: no usable frame then, try the end
+                return start_frame[1]
+        return self._pick_image(end_stamp, options, explicit)
+
+    def _pick_image(self, stamp: float | None, options: TurnOptions,
+                    explicit: StampedImage | None) -> FramePick:
         if explicit is not None:
             return explicit.rgb, explicit.stamp, ""
         if options.use_camera is False:
             return None, None, "the turn's options disable the camera"
         if options.use_camera is None and not self.config.conversation.use_camera:
             return None, None, "conversation.use_camera is false"
-        if end_stamp is None:
-            return None, None, "utterance end time unknown"
-        lookup = self._images.nearest(end_stamp)
+        if stamp is None:
+            return None, None, "utterance time unknown"
+        lookup = self._images.nearest(stamp)
         if lookup.image is None:
             return None, None, lookup.reason
         return lookup.image.rgb, lookup.image.stamp, ""

@@ -10,7 +10,8 @@ AUDIO_OUT_ENCODINGS = ("F32LE", "S16LE")
 # Engine settings a user may change while the node runs (parameter callback -> reconfigure).
 RUNTIME_SAFE_ENGINE_FIELDS = (
     "conversation.system_prompt", "conversation.speak", "conversation.use_camera",
-    "vad.threshold", "listen.mode", "listen.barge_in", "listen.half_duplex", "image.max_age_s")
+    "vad.threshold", "listen.mode", "listen.barge_in", "listen.half_duplex", "image.max_age_s",
+    "image.frame_at")
 
 
 @dataclass(frozen=True)

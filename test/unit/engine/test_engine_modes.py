@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from stream_omni_ros.engine.audio_input import PcmChunk
-from stream_omni_ros.engine.config import ConversationConfig, EngineConfig, ListenConfig
+from stream_omni_ros.engine.config import (ConversationConfig, EngineConfig, ImageConfig,
+                                           ListenConfig)
 from stream_omni_ros.engine.echo_responder import EchoResponder
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import InputWarning, TurnFinished, TurnStarted
@@ -106,3 +107,29 @@ def test_stop_ends_the_event_stream_and_refuses_more_input(silero):
     assert collected[-1].reason == "stop"  # a sink stops playing what it still holds
     with pytest.raises(StreamOmniError, match="stopped"):
         engine.feed_audio(PcmChunk(b"\0\0", 16000))
+
+
+@pytest.mark.parametrize("frame_at", ["speech_start", "utterance_end"])
+def test_spoken_turn_takes_its_frame_at_the_configured_moment(engine_factory, mic, collect,
+                                                              speak, frame_at):
+    responder = EchoResponder(seconds_per_word=0.01)
+    engine = engine_factory(responder, image=ImageConfig(frame_at=frame_at))
+    speech = speak("Please look at the table and tell me what you see.")
+    end_stamp = 1000.5 + len(speech) / 16000
+    engine.feed_image(np.full((8, 12, 3), 1, np.uint8), stamp=1000.4)  # as the user starts
+    engine.feed_image(np.full((6, 10, 3), 2, np.uint8), stamp=end_stamp + 0.1)
+    mic(engine).play(np.concatenate([silence(0.5), speech, silence(1.0)]))
+    done = collect(engine)[-1]
+    assert isinstance(done, TurnFinished)
+    prepared_image = responder.prepared[2]
+    if frame_at == "speech_start":
+        assert done.image_stamp == 1000.4 and done.response.endswith("showed 12x8.")
+        assert prepared_image is not None and prepared_image.shape == (8, 12, 3)
+    else:
+        assert done.image_stamp == end_stamp + 0.1 and done.response.endswith("showed 10x6.")
+        assert prepared_image is None  # nothing of the frame is known before the endpoint
+
+
+def test_unknown_frame_moment_is_named():
+    with pytest.raises(StreamOmniError, match="frame_at"):
+        ImageConfig(frame_at="whenever")

@@ -160,3 +160,23 @@ def test_audio_turn_with_speak_false_through_the_tiny_model(model_engine, speak)
     assert any(isinstance(e, TranscriptFinal) for e in events)
     assert not [e for e in events if isinstance(e, SpeechChunk)]
     assert events[-1].metrics.text_tokens <= 5
+
+
+def test_turn_prepared_with_its_image_is_reused_and_answers_the_same(tiny_parts, speak):
+    generator, tokenizer, _ = tiny_parts
+    responder = StreamOmniResponder(generator, tokenizer, None, GenerationConfig(
+        max_new_tokens=6, ignore_stop_ids=True))
+    speech = speak("What is on the table?")
+    frame = np.random.default_rng(1).integers(0, 256, (48, 64, 3), np.uint8)
+    request = TurnRequest(speech, None, frame, (), "", speak=False)
+    unprepared = list(responder.begin_turn(request))
+    responder.prepare((), "", frame)  # at speech start: system prompt, header and image tokens
+    responder.transcribe_partial(speech[:16000])
+    held = responder._prepared
+    assert list(responder.begin_turn(request)) == unprepared
+    assert held.used  # the answer ran on the turn prefilled before the endpoint
+    responder.prepare((), "", frame)
+    held = responder._prepared
+    other_frame = TurnRequest(speech, None, frame.copy(), (), "", speak=False)
+    assert list(responder.begin_turn(other_frame)) == unprepared  # same pixels, fresh prefill
+    assert not held.used and held.caches is None  # released, never answered from
