@@ -5,7 +5,9 @@ at hand. The set lives in `<cache>/tiny-<version>/`; the version holds a digest 
 writes the folders and of the model/vocoder code that reads them, so an edit there produces a new
 set instead of a stale one. A set counts as intact only when every file listed in its manifest
 has the recorded size and SHA-256; a set is built in a private folder and renamed into place, so
-a crash or a concurrent builder never leaves a half-written set under the final name.
+a crash or a concurrent builder never leaves a half-written set under the final name. Each
+use touches the set's folder; building a new set removes the sets (and abandoned builds) that
+nobody used for STALE_AFTER_S, so edits of the sources do not pile up old sets.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,8 @@ COSYVOICE_FOLDER = "cosyvoice-tiny"
 CACHE_ENV = "STREAM_OMNI_CACHE"
 # Packages whose source decides what the writers produce and what the loaders accept.
 _DIGESTED_PACKAGES = ("model", "vocoder")
+# Long enough that a set another checkout (another branch, a parallel CI job) still uses stays.
+STALE_AFTER_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ def ensure_tiny_assets(cache_dir: Path | None = None, version: str | None = None
     version = version or tiny_assets_version()
     root = cache_dir / f"tiny-{version}"
     if not asset_problems(root, version):
+        os.utime(root)  # last use, for prune_stale_sets
         return _assets_at(root, version, reused=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".tiny-{version}-", dir=cache_dir))
@@ -135,4 +141,20 @@ def ensure_tiny_assets(cache_dir: Path | None = None, version: str | None = None
     if problems:
         raise CheckpointError(f"tiny asset set {root} is damaged right after it was written: "
                               + "; ".join(problems))
+    prune_stale_sets(cache_dir, keep=root)
     return _assets_at(root, version, reused=False)
+
+
+def prune_stale_sets(cache_dir: Path, keep: Path, now: float | None = None) -> list[Path]:
+    """Remove tiny sets and abandoned builds, other than keep, unused for STALE_AFTER_S."""
+    now = time.time() if now is None else now
+    removed = []
+    for folder in sorted(cache_dir.glob("tiny-*")) + sorted(cache_dir.glob(".tiny-*")):
+        try:
+            stale = folder != keep and now - folder.stat().st_mtime > STALE_AFTER_S
+        except OSError:
+            continue  # removed meanwhile by another process
+        if stale and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

@@ -32,3 +32,22 @@ def test_another_version_gets_its_own_folder(tmp_path):
     assets = ensure_tiny_assets(tmp_path, version="new")
     assert assets.root.name == "tiny-new" and not assets.reused
     assert asset_problems(tmp_path / "tiny-old", "new")  # the old set is not taken for new
+
+
+def test_building_a_set_removes_sets_unused_for_a_week(tmp_path):
+    import os
+    import time
+
+    from stream_omni_ros.tiny_assets import STALE_AFTER_S, prune_stale_sets
+
+    week_ago = time.time() - STALE_AFTER_S - 60
+    for name in ("tiny-stale", ".tiny-stale-crashed-build", "tiny-recent"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "flow.pt").write_bytes(b"x")
+    for name in ("tiny-stale", ".tiny-stale-crashed-build"):
+        os.utime(tmp_path / name, (week_ago, week_ago))
+    assets = ensure_tiny_assets(tmp_path, version="new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-new", "tiny-recent"]
+    os.utime(assets.root, (week_ago, week_ago))
+    assert ensure_tiny_assets(tmp_path, version="new").reused  # a use marks the set fresh
+    assert prune_stale_sets(tmp_path, keep=tmp_path / "tiny-recent") == []
