@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                             default=getattr(DEFAULTS, name), help=help_text)
     parser.add_argument("--pace", type=float, default=DEFAULTS.pace,
                         help="microphone speed: 1 = real time, 0 = as fast as possible")
+    parser.add_argument("--frame-at", default=DEFAULTS.frame_at,
+                        choices=("speech_start", "utterance_end"),
+                        help="camera frame of a spoken turn (engine image.frame_at)")
     parser.add_argument("--questions-from", default=DEFAULTS.questions_from,
                         help="folder of spoken questions NN.wav (+ NN.txt) recorded earlier, for "
                              "machines without espeak-ng (see scripts/gpu_kit.sh)")

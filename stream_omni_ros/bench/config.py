@@ -30,6 +30,7 @@ class BenchConfig:
     step_prompt_len: int = 512  # LLM positions before the timed decode steps
     message_repeats: int = 50  # repeats of the per-message cost micro-benchmarks
     layers: int = 0  # full size: layers kept per stack (0 = all; N > 0 rehearses on a CPU)
+    frame_at: str = "speech_start"  # engine image.frame_at (utterance_end: the older way)
     questions_from: str = ""  # folder of NN.wav (+ NN.txt) questions; empty: espeak-ng now
     compile_decode: bool = True  # static-shape compiled decode steps (CUDA only)
     ros: bool = True  # run the ROS pass-through part where rclpy is installed

@@ -11,7 +11,7 @@ from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.bench.parts import BenchParts
 from stream_omni_ros.bench.records import TurnRecord, since
 from stream_omni_ros.engine.audio_input import PcmChunk
-from stream_omni_ros.engine.config import EngineConfig
+from stream_omni_ros.engine.config import EngineConfig, ImageConfig
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (EngineError, ResponseDelta, SpeechChunk,
                                            TranscriptFinal, TranscriptPartial, TurnCancelled,
@@ -80,7 +80,8 @@ def run_engine_turns(responder: Responder, config: BenchConfig,
                      path: str = "engine", pad_after_s: float = 1.0) -> list[TurnRecord]:
     """One spoken turn per question, each with a fresh camera frame; one record per turn."""
     arrivals = Arrivals([], threading.Event())
-    engine = ConversationEngine(responder, EngineConfig(), speech_probability=SileroVad(),
+    engine_config = EngineConfig(image=ImageConfig(frame_at=config.frame_at))
+    engine = ConversationEngine(responder, engine_config, speech_probability=SileroVad(),
                                 callback=arrivals.on_event)
     mic, records = Microphone(engine.feed_audio, config.pace), []
     try:
