@@ -19,6 +19,10 @@ from stream_omni_ros.model.llama import KVCache, StaticStep, rope_cos_sin
 from stream_omni_ros.model.stream_omni import StreamCaches, StreamOmniForCausalLM
 
 POOLED_PER_SHAPE = 2  # a running turn and the next, prepared one
+# Graphs per step function: the top step has one per text-window width (1..5) and speech-cache
+# capacity, the others one per capacity. Dynamo's default limit (8) ends a long conversation
+# with a hard error under fullgraph=True.
+RECOMPILE_LIMIT = 64
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -89,6 +93,8 @@ class StaticDecoder:
         if self.config.backend == "inductor":  # other backends take no mode
             mode = self.config.mode or (
                 "reduce-overhead" if self.model.device.type == "cuda" else "default")
+        limits = torch._dynamo.config
+        limits.recompile_limit = max(limits.recompile_limit, RECOMPILE_LIMIT)
         return torch.compile(step, backend=self.config.backend, mode=mode, dynamic=False,
                              fullgraph=True)
 
@@ -140,6 +146,9 @@ class StaticDecoder:
         if (h_b.shape[1] != 1 or not self.config.speech_steps or window_ids is None
                 or window_ids.numel() == 0 or window_positions is None):
             return self.model.top_forward(h_b, cache, window_ids, window_positions)
+        # h_b is a view into the turn's hidden buffer: its strides follow that buffer's length,
+        # and the graph guards on strides, so every turn would compile anew without a copy.
+        h_b = h_b.clone(memory_format=torch.contiguous_format)
         return self._run(self._top, h_b, cache, window_ids, window_positions.to(h_b.device))
 
     def _run(self, step: Callable, x: torch.Tensor, cache: KVCache,

@@ -76,6 +76,25 @@ def test_compiled_steps_replay_without_recompiling(tiny_loaded, generator):
         assert outputs(compiled, "speech_to_speech") == outputs(generator, "speech_to_speech")
 
 
+def test_speech_turns_of_any_length_replay_the_same_graphs(tiny_loaded):
+    # Every token speakable, so that the top step runs compiled with text windows of each
+    # width; its input is a view whose strides follow the utterance length.
+    compiled = StreamOmniGenerator(tiny_loaded, compiled=CompiledDecodeConfig(
+        backend="aot_eager"))
+    eager = StreamOmniGenerator(tiny_loaded)
+    compiled.speakable = eager.speakable = [True] * len(eager.speakable)
+
+    def units_of(gen, n_units):
+        request = GenerationRequest("speech_to_speech", config=CONFIG,
+                                    units=[(3 * i + 1) % 32 for i in range(n_units)])
+        return [u for e in gen.generate(request) if isinstance(e, SpeechUnits) for u in e.units]
+
+    assert units_of(compiled, 5) == units_of(eager, 5)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for n_units in (6, 9, 14):
+            assert units_of(compiled, n_units) == units_of(eager, n_units)
+
+
 @pytest.mark.parametrize("field, value", [("mode", "fastest"), ("capacity_multiple", 0)])
 def test_bad_compile_settings_are_rejected(field, value):
     with pytest.raises(ConfigError, match=field):
