@@ -175,6 +175,24 @@ def causal_mask(start: int, count: int, device: torch.device) -> torch.Tensor | 
     return key_pos <= query_pos
 
 
+def grouped_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                      mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+    """SDPA of q [B, h, T, hd] over grouped keys/values [B, kv_heads, L, hd] -> [B, h, T, hd]."""
+    B, heads, T, hd = q.shape
+    kv_heads = keys.shape[1]
+    if heads == kv_heads:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                              is_causal=is_causal)
+    if T == 1:
+        # One position: the query heads sharing a KV head become that head's query rows. With
+        # a key mask, enable_gqa leaves only the math kernel, which copies K/V per query head.
+        rows = q.reshape(B, kv_heads, heads // kv_heads, hd)
+        y = F.scaled_dot_product_attention(rows, keys, values, attn_mask=mask)
+        return y.reshape(B, heads, 1, hd)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal,
+                                          enable_gqa=True)
+
+
 class SelfAttention(nn.Module):
     """Causal GQA self-attention with RoPE over a KV cache (checkpoint name `self_attn`)."""
 
@@ -199,8 +217,7 @@ class SelfAttention(nn.Module):
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         keys, values = cache.write(layer, start, k, v)
         mask, is_causal = cache.attention_mask(start, T, x.device)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=is_causal,
-                                           enable_gqa=self.kv_heads != self.heads)
+        y = grouped_attention(q, keys, values, mask, is_causal)
         y = y.transpose(1, 2).reshape(B, T, self.heads * self.head_dim)  # [B, T, h*hd]
         return self.o_proj(y)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from stream_omni_ros.errors import InputError
 from stream_omni_ros.model.config import RopeScaling, StreamOmniConfig
-from stream_omni_ros.model.llama import Rotary, rope_inv_freq
+from stream_omni_ros.model.llama import Rotary, grouped_attention, rope_inv_freq
 from stream_omni_ros.model.tiny_checkpoint import tiny_config_dict
 
 TOL = 1e-4
@@ -170,3 +170,14 @@ def test_soft_text_embeddings_are_probability_weighted_text_embeddings(tiny_load
     soft = model.soft_text_embeddings(logits)
     torch.testing.assert_close(soft[0], model.model.embed_tokens.weight[[65, 258]])
     assert F.cosine_similarity(soft[0, 0], soft[0, 1], dim=0) < 0.99
+
+
+@pytest.mark.parametrize("queries, masked", [(1, False), (1, True), (4, False), (4, True)])
+def test_grouped_attention_equals_attention_over_repeated_heads(queries, masked):
+    generator = torch.Generator().manual_seed(queries)
+    q = torch.randn(1, 8, queries, 16, generator=generator)
+    keys, values = (torch.randn(1, 2, 33, 16, generator=generator) for _ in range(2))
+    mask = (torch.arange(33) <= 20)[None].expand(queries, 33) if masked else None
+    expected = F.scaled_dot_product_attention(q, keys.repeat_interleave(4, 1),
+                                              values.repeat_interleave(4, 1), attn_mask=mask)
+    torch.testing.assert_close(grouped_attention(q, keys, values, mask, False), expected)
