@@ -268,7 +268,7 @@ class Flow(nn.Module):
             raise InputError(f"units have shape {list(units.shape)}; expected [1, N]")
         if units.shape[1] == 0:
             raise InputError("no units: expected at least one unit id in [1, N]")
-        low, high = units.min().item(), units.max().item()  # the one host sync per request
+        low, high = torch.stack([units.min(), units.max()]).tolist()  # one host sync
         if low < 0 or high >= self.cfg.vocab_size:
             bad = low if low < 0 else high
             raise InputError(f"unit id {bad} is out of range; expected 0 <= id < "

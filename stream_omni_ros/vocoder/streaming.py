@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
-from .cosyvoice import CosyVoiceVocoder, RequestNoise
+from .cosyvoice import CosyVoiceVocoder, RequestNoise, units_to_tensor
 
 F0_CONTEXT_FRAMES = 5  # five k3 convolutions in the F0 predictor
 
@@ -184,8 +184,9 @@ class StreamingSynthesizer:
         noise = vocoder.request_noise(seed)
         self._mel = _MelStream(vocoder, config, vocoder.speaker_condition(speaker), noise)
         self._audio = _AudioStream(vocoder, config, noise)
-        device = vocoder.hift.stft_window.device
-        self._units = torch.zeros(1, 0, dtype=torch.long, device=device)
+        # Units stay on the host until a chunk needs them: a copy to the GPU per pushed unit
+        # would wait for the device once per unit.
+        self._units = torch.zeros(1, 0, dtype=torch.long)
         self._chunks = 0
         self._units_at_last_chunk = 0
         self._flushed = False
@@ -202,7 +203,7 @@ class StreamingSynthesizer:
                              "utterance")
         if len(units) == 0:
             return []
-        ids = self.vocoder.units_to_tensor(units)
+        ids = units_to_tensor(units, self.vocoder.flow.cfg.vocab_size, torch.device("cpu"))
         self._units = torch.cat([self._units, ids], dim=1)
         hop = self.config.hop_after(self._chunks)
         if self.units_received - self._units_at_last_chunk < hop:
@@ -222,7 +223,8 @@ class StreamingSynthesizer:
     def _emit(self, final: bool) -> list[np.ndarray]:
         self._units_at_last_chunk = self.units_received
         self._chunks += 1
-        mel = self._mel.step(self._units, final)
+        device = self.vocoder.hift.stft_window.device
+        mel = self._mel.step(self._units.to(device), final)
         wav = self._audio.step(mel, final)
         if wav.numel() == 0:
             return []
