@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: cuda for full, cpu for tiny")
     parser.add_argument("--dtype", default=DEFAULTS.dtype, choices=DTYPES,
                         help="default: bf16 for full, fp32 for tiny")
+    parser.add_argument("--vocoder-dtype", default=DEFAULTS.vocoder_dtype, choices=DTYPES,
+                        help="flow and HiFT precision; default: cosyvoice.dtype as deployed")
     for name, help_text in (("turns", "spoken turns"), ("text_tokens", "text tokens per answer"),
                             ("units", "speech units per answer (25 per second)"),
                             ("vocoder_steps", "flow-matching steps"),

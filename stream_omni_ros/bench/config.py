@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stream_omni_ros.engine.runtime_config import CosyVoiceConfig
 from stream_omni_ros.errors import ConfigError
 
 SIZES = ("tiny", "full")
@@ -18,6 +19,7 @@ class BenchConfig:
     size: str = "tiny"
     device: str = ""  # empty: cuda for full, cpu for tiny
     dtype: str = ""  # empty: bf16 for full, fp32 for tiny
+    vocoder_dtype: str = ""  # empty: the runtime's cosyvoice.dtype default (fp32)
     turns: int = 5
     # Fixed response lengths (stop ids ignored) so that runs compare; 150 units = 6 s of speech.
     text_tokens: int = 40
@@ -40,6 +42,8 @@ class BenchConfig:
         checks = (("size", self.size in SIZES, f"one of {SIZES}"),
                   ("device", self.device in DEVICES + ("",), f"one of {DEVICES} or empty"),
                   ("dtype", self.dtype in DTYPES + ("",), f"one of {DTYPES} or empty"),
+                  ("vocoder_dtype", self.vocoder_dtype in DTYPES + ("",),
+                   f"one of {DTYPES} or empty"),
                   ("turns", self.turns >= 1, ">= 1"),
                   ("text_tokens", self.text_tokens >= 1, ">= 1"),
                   ("units", self.units >= 1, ">= 1"),
@@ -60,6 +64,11 @@ class BenchConfig:
     def model_device(self) -> str:
         """The device actually used."""
         return self.device or ("cuda" if self.size == "full" else "cpu")
+
+    @property
+    def flow_dtype(self) -> str:
+        """The vocoder precision actually used: as deployed unless set."""
+        return self.vocoder_dtype or CosyVoiceConfig().dtype
 
     @property
     def model_dtype(self) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from stream_omni_ros.bench.config import BenchConfig
+from stream_omni_ros.engine.runtime_config import VOCODER_DTYPES
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, load_stream_omni
 from stream_omni_ros.model.compiled import CompiledDecodeConfig
@@ -27,7 +28,6 @@ from stream_omni_ros.vocoder.flow import Flow, FlowConfig
 from stream_omni_ros.vocoder.hift import HiftConfig, HiFTGenerator
 from stream_omni_ros.vocoder.tiny_cosyvoice import TINY_SPEAKER, write_tiny_cosyvoice
 
-VOCODER_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def build_parts(config: BenchConfig, folder: Path) -> BenchParts:
         raise ConfigError("bench --size full on the CPU needs --layers N (N layers per stack): "
                           "the whole 8B model with random weights is built on a GPU only")
     vocoder_options = VocoderOptions(device=device, n_timesteps=config.vocoder_steps,
-                                     dtype=VOCODER_DTYPES[config.model_dtype])
+                                     dtype=VOCODER_DTYPES[config.flow_dtype])
     tokenizer = SpeechTokenizer(write_tiny_speech_tokenizer(folder / "cosyvoice"),
                                 providers_for_device(device))
     if config.size == "tiny":

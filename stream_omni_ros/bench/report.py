@@ -93,7 +93,7 @@ def markdown(result: BenchResult) -> str:
     """The whole report as Markdown."""
     c = result.config
     head = [f"# stream-omni-ros bench: {c.size} model on {result.device_name} "
-            f"({c.model_dtype})", "",
+            f"({c.model_dtype}, vocoder {c.flow_dtype})", "",
             f"{c.turns} spoken turns with a {c.image_width}x{c.image_height} image (engine: "
             f"frame at {c.frame_at.replace('_', ' ')}); fixed answers of {c.text_tokens} text "
             f"tokens and {c.units} units ({c.units / 25:.1f} s); p50/p95 over turns.", ""]
