@@ -130,6 +130,11 @@ class RuntimeConfig:
         if self.quantization not in QUANTIZATIONS:
             raise ConfigError(f"quantization = {self.quantization!r}; expected one of "
                               f"{list(QUANTIZATIONS)}")
+        # bitsandbytes layers break the single compiled graph (fullgraph) of a decode step.
+        if self.quantization != "none" and self.model.compile_decode:
+            raise ConfigError(f"quantization = {self.quantization!r} with "
+                              "model.compile_decode = true; expected one of them off (the "
+                              "quantized layers cannot be compiled into one graph)")
 
 
 def _require_folder(value: str, name: str, holds: str) -> Path:

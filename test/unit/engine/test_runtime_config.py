@@ -6,8 +6,8 @@ import pytest
 
 from stream_omni_ros.engine.echo_responder import EchoResponder
 from stream_omni_ros.engine.responder import AudioPiece, Done, TextPiece, TurnRequest
-from stream_omni_ros.engine.runtime_config import (GenerationSettings, RuntimeConfig,
-                                                   load_responder)
+from stream_omni_ros.engine.runtime_config import (GenerationSettings, ModelConfig,
+                                                   RuntimeConfig, load_responder)
 from stream_omni_ros.errors import ConfigError
 
 
@@ -46,3 +46,9 @@ def test_passthrough_rejects_a_zero_length():
                            generation=GenerationSettings(max_new_units=0))
     with pytest.raises(ConfigError, match="max_new_units"):
         load_responder(config)
+
+
+def test_quantization_with_compiled_decode_is_refused():
+    with pytest.raises(ConfigError, match="quantization = '8bit' with model.compile_decode"):
+        RuntimeConfig(quantization="8bit", model=ModelConfig(compile_decode=True))
+    assert RuntimeConfig(quantization="8bit").model.compile_decode is False
