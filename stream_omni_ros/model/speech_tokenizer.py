@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,14 @@ import onnxruntime
 import torch
 
 from stream_omni_ros.errors import CheckpointError, ConfigError, InputError
+
+LOG = logging.getLogger(__name__)
+Provider = str | tuple[str, dict]  # a name, or a name with its provider options
+
+
+def provider_name(provider: Provider) -> str:
+    """The name of an onnxruntime provider given with or without options."""
+    return provider if isinstance(provider, str) else provider[0]
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -123,7 +132,7 @@ def units_for_samples(num_samples: int) -> int:
     return total
 
 
-def _open_session(path: Path, providers: list[str]) -> onnxruntime.InferenceSession:
+def _open_session(path: Path, providers: list[Provider]) -> onnxruntime.InferenceSession:
     """An onnxruntime session that really runs on one of the requested providers."""
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -134,25 +143,34 @@ def _open_session(path: Path, providers: list[str]) -> onnxruntime.InferenceSess
                 str(path), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises several unrelated types
         raise CheckpointError(f"speech tokenizer {path} could not be loaded: {error}") from error
-    if not set(session.get_providers()) & set(providers):
+    names = [provider_name(p) for p in providers]
+    running = session.get_providers()
+    if not set(running) & set(names):
         raise ConfigError(
-            f"speech tokenizer providers {providers} are not available here; onnxruntime"
+            f"speech tokenizer providers {names} are not available here; onnxruntime"
             f" offers {onnxruntime.get_available_providers()}")
+    if names[0] not in running:  # e.g. a CUDA provider whose libraries failed to load
+        LOG.warning("speech tokenizer asked for %s but runs on %s", names[0], running)
     return session
 
 
-def providers_for_device(device: str) -> list[str]:
+def providers_for_device(device: str) -> list[Provider]:
     """onnxruntime providers for a torch device name: CUDA first where it is available."""
     available = onnxruntime.get_available_providers()
     if device.startswith("cuda") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        index = torch.device(device).index or 0
+        # Heuristic convolution choice: the exhaustive search reruns for every new input
+        # length, and partial transcripts bring a new length every time.
+        options = {"device_id": index, "cudnn_conv_algo_search": "HEURISTIC"}
+        return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
 class SpeechTokenizer:
     """CosyVoice `speech_tokenizer_v1.onnx` run with onnxruntime on the caller's providers."""
 
-    def __init__(self, onnx_path: str | Path, providers: Sequence[str] | None = None) -> None:
+    def __init__(self, onnx_path: str | Path,
+                 providers: Sequence[Provider] | None = None) -> None:
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise CheckpointError(

@@ -94,3 +94,15 @@ def test_missing_onnx_file_raises_checkpoint_error(tmp_path):
 def test_bad_waveforms_raise_input_error(tiny_tokenizer, bad):
     with pytest.raises(InputError, match="waveform"):
         tiny_tokenizer.waveform_to_units(bad)
+
+
+def test_a_provider_that_does_not_load_is_logged_and_cpu_runs(tiny_tokenizer_path, caplog):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("the CUDA provider loads here")
+    cuda = ("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"})
+    with caplog.at_level("WARNING", logger="stream_omni_ros.model.speech_tokenizer"):
+        tokenizer = SpeechTokenizer(tiny_tokenizer_path, [cuda, "CPUExecutionProvider"])
+    assert tokenizer.providers == ("CPUExecutionProvider",)
+    assert "asked for CUDAExecutionProvider but runs on ['CPUExecutionProvider']" in caplog.text
