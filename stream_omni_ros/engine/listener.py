@@ -210,6 +210,8 @@ class Listener:
     def _finish(self, end_sample: int, truncated: bool) -> UtteranceEnded:
         audio = np.concatenate(self._parts)[:max(0, end_sample - self._start)] if self._parts \
             else np.zeros(0, np.float32)
+        if self._start_stamp is None:  # opened (push-to-talk) before any audio set the clock
+            self._start_stamp = self._stamp_of(self._start)
         ended = UtteranceEnded(self.turn_id, audio, self._start_stamp, self._stamp_of(end_sample),
                                time.monotonic(), truncated, self._extras.options,
                                self._extras.image)

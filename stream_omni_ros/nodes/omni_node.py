@@ -124,7 +124,8 @@ class OmniNode(LifecycleNode):
         inputs = InputAdapter(self, self.engine, self.settings, self.counters)
         self.active = ActiveParts(inputs, EventPublisher(self, self.settings.audio_out, inputs),
                                   ConverseServer(self, self.engine, self.router, self.now_s),
-                                  ConversationServices(self, self.engine, inputs))
+                                  ConversationServices(self, self.engine, inputs,
+                                                       self.counters))
         self.lifecycle_label = "active"
         return super().on_activate(state)
 

@@ -10,16 +10,20 @@ from std_srvs.srv import SetBool, Trigger
 
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import EngineEvent
+from stream_omni_ros.nodes.omni_diagnostics import InputCounters
 from stream_omni_ros.nodes.omni_inputs import InputAdapter
 
 
 class ConversationServices:
-    """`~/reset_conversation`, `~/set_listening` and `~/stop_speaking` of an active node."""
+    """`~/reset_conversation`, `~/set_listening`, `~/push_to_talk`, `~/stop_speaking`."""
 
-    def __init__(self, node: Node, engine: ConversationEngine, inputs: InputAdapter) -> None:
-        self._node, self._engine, self._inputs = node, engine, inputs
+    def __init__(self, node: Node, engine: ConversationEngine, inputs: InputAdapter,
+                 counters: InputCounters) -> None:
+        self._node, self._engine, self._inputs, self._counters = node, engine, inputs, counters
         group = MutuallyExclusiveCallbackGroup()
         self._services = [
+            node.create_service(SetBool, "~/push_to_talk", self._push_to_talk,
+                                callback_group=group),
             node.create_service(Trigger, "~/reset_conversation", self._reset,
                                 callback_group=group),
             node.create_service(SetBool, "~/set_listening", self._set_listening,
@@ -45,6 +49,25 @@ class ConversationServices:
             self._engine.cancel()  # the half-heard utterance would otherwise never end
         response.success = True
         response.message = "listening" if request.data else "not listening to audio/in"
+        return response
+
+    def _push_to_talk(self, request: SetBool.Request,
+                      response: SetBool.Response) -> SetBool.Response:
+        mode = self._engine.config.listen.mode
+        if mode != "push_to_talk":
+            self._counters.add("push_to_talk.refused")
+            response.success = False
+            response.message = (f"listen.mode is {mode!r}; ~/push_to_talk needs listen.mode "
+                                 "push_to_talk")
+            self._node.get_logger().warning(response.message)
+            return response
+        if request.data:  # pressed: the utterance starts with the next audio/in sample
+            turn_id = self._engine.open_turn()
+            response.message = f"talking: turn {turn_id}"
+        else:  # released: the utterance ends with the last sample received
+            self._engine.close_turn()
+            response.message = "released: answering"
+        response.success = True
         return response
 
     def _stop_speaking(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:

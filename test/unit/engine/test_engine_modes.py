@@ -13,7 +13,8 @@ from stream_omni_ros.engine.config import (ConversationConfig, EngineConfig, Ima
                                            ListenConfig)
 from stream_omni_ros.engine.echo_responder import EchoResponder
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.engine.events import InputWarning, TurnFinished, TurnStarted
+from stream_omni_ros.engine.events import (InputWarning, TranscriptFinal, TurnFinished,
+                                           TurnStarted)
 from stream_omni_ros.errors import StreamOmniError
 
 
@@ -133,3 +134,14 @@ def test_spoken_turn_takes_its_frame_at_the_configured_moment(engine_factory, mi
 def test_unknown_frame_moment_is_named():
     with pytest.raises(StreamOmniError, match="frame_at"):
         ImageConfig(frame_at="whenever")
+
+
+def test_push_to_talk_pressed_before_any_audio_still_stamps_the_utterance(engine_factory, mic,
+                                                                          collect):
+    engine = engine_factory(EchoResponder(seconds_per_word=0.01),
+                            listen=ListenConfig(mode="push_to_talk"))
+    engine.open_turn()  # the first audio sample arrives only after the press
+    mic(engine, 1000.0).play(silence(1.0))
+    engine.close_turn()
+    final = next(e for e in collect(engine) if isinstance(e, TranscriptFinal))
+    assert final.start_stamp == 1000.0 and final.end_stamp == pytest.approx(1001.0)
