@@ -1,6 +1,7 @@
 """Spoken turns through the ConversationEngine (VAD, partial transcripts, streaming vocoder)."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.bench.parts import BenchParts
 from stream_omni_ros.bench.records import TurnRecord, since
 from stream_omni_ros.engine.audio_input import PcmChunk
-from stream_omni_ros.engine.config import EngineConfig, ImageConfig
+from stream_omni_ros.engine.config import EngineConfig, ImageConfig, ListenConfig
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (EngineError, ResponseDelta, SpeechChunk,
                                            TranscriptFinal, TranscriptPartial, TurnCancelled,
@@ -22,6 +23,7 @@ from stream_omni_ros.engine.vad import SileroVad
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.model.generation import GenerationConfig
 
+PLAYBACK_MARGIN_S = 0.3  # after the answer's last sample, before the next question
 CHUNK_SAMPLES = 640  # 40 ms at 16 kHz, a typical microphone driver chunk
 SAMPLE_RATE = 16000
 TURN_TIMEOUT_S = 300.0
@@ -54,6 +56,16 @@ class Microphone:
             self.stamp += len(piece) / SAMPLE_RATE
         return sent
 
+    def wait_out_answer(self, audio_s: float, margin_s: float = PLAYBACK_MARGIN_S) -> None:
+        """Silence as long as the answer plays, as a user waits before the next question.
+
+        Without it the next question interrupts the answer's playback (a barge-in turn). The
+        length is whole chunks of the answer's duration, never the clock, so that every path
+        gives the voice activity detector the same samples and finds the same endpoints.
+        """
+        chunks = math.ceil((audio_s + margin_s) * SAMPLE_RATE / CHUNK_SAMPLES)
+        self.play(np.zeros(chunks * CHUNK_SAMPLES, np.float32))
+
 
 @dataclass
 class Arrivals:
@@ -77,10 +89,16 @@ def model_responder(parts: BenchParts, config: BenchConfig) -> StreamOmniRespond
 
 def run_engine_turns(responder: Responder, config: BenchConfig,
                      questions: list[tuple[str, np.ndarray]], image: np.ndarray,
-                     path: str = "engine", pad_after_s: float = 1.0) -> list[TurnRecord]:
-    """One spoken turn per question, each with a fresh camera frame; one record per turn."""
+                     path: str = "engine", pad_after_s: float = 1.0,
+                     push_to_talk: bool = False) -> list[TurnRecord]:
+    """One spoken turn per question, each with a fresh camera frame; one record per turn.
+
+    With push_to_talk the question is held open for its whole audio and released right after
+    it, so the endpoint is that release instead of a voice-activity decision.
+    """
     arrivals = Arrivals([], threading.Event())
-    engine_config = EngineConfig(image=ImageConfig(frame_at=config.frame_at))
+    listen = ListenConfig(mode="push_to_talk" if push_to_talk else "always")
+    engine_config = EngineConfig(image=ImageConfig(frame_at=config.frame_at), listen=listen)
     engine = ConversationEngine(responder, engine_config, speech_probability=SileroVad(),
                                 callback=arrivals.on_event)
     mic, records = Microphone(engine.feed_audio, config.pace), []
@@ -93,11 +111,16 @@ def run_engine_turns(responder: Responder, config: BenchConfig,
             # either image.frame_at finds one.
             engine.feed_image(image, stamp=mic.stamp)
             engine.feed_image(image, stamp=speech_end)
+            if push_to_talk:
+                engine.open_turn()
             sent = mic.play(speech)
+            if push_to_talk:
+                engine.close_turn()
             if not arrivals.done.wait(TURN_TIMEOUT_S):
                 raise StreamOmniError(f"bench turn {turn}: no TurnFinished within "
                                       f"{TURN_TIMEOUT_S} s of the endpoint")
             records.append(engine_record(turn, list(arrivals.events), sent, path))
+            mic.wait_out_answer(records[-1].audio_s or 0.0)
     finally:
         engine.stop()
     return records

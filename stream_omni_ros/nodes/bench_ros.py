@@ -3,7 +3,9 @@
 The installed omni_node runs in its own process with `responder:=passthrough` (no model) in a
 private namespace; this process publishes the same paced microphone chunks and camera frames and
 timestamps what comes back. The direct side feeds the same audio to a ConversationEngine with the
-same responder. Both see the same audio, so the endpoint falls at the same point of each turn.
+same responder. Both take each question push-to-talk, released right after its audio: the
+endpoint is that release on both sides (a voice-activity endpoint could differ by a chunk
+between the two processes, which showed up as 40 or 80 ms of false overhead).
 Importing this module needs rclpy: callers import it inside a guarded function.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
+from std_srvs.srv import SetBool
 
 from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.bench.engine_run import SAMPLE_RATE, Microphone, run_engine_turns
@@ -48,6 +51,7 @@ class Observer:
         rclpy.init(context=self.context)
         self.node = Node("bench_observer", namespace=namespace, context=self.context)
         self.audio_pub = self.node.create_publisher(AudioChunk, "audio/in", RELIABLE)
+        self.push_to_talk = self.node.create_client(SetBool, "omni_node/push_to_talk")
         self.image_pub = self.node.create_publisher(Image, "image", qos_profile_sensor_data)
         self.arrivals: list[tuple[float, str, object]] = []
         self.done = threading.Event()
@@ -85,6 +89,7 @@ class Observer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if (self.audio_pub.get_subscription_count() >= 1
+                    and self.push_to_talk.service_is_ready()
                     and self.node.count_publishers(self._qualified("audio/out")) >= 1
                     and self.node.count_publishers(self._qualified("response/final")) >= 1):
                 time.sleep(0.5)  # reliable endpoints finish matching
@@ -92,6 +97,18 @@ class Observer:
             time.sleep(0.1)
         raise StreamOmniError(f"omni_node (pass-through) did not match the bench topics "
                               f"under {self.node.get_namespace()} within {START_TIMEOUT_S} s")
+
+    def press(self, pressed: bool, wait: bool) -> None:
+        """Call omni_node's ~/push_to_talk; with wait, until it answered (and fail if refused)."""
+        future = self.push_to_talk.call_async(SetBool.Request(data=pressed))
+        if not wait:
+            return
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if not future.done() or not future.result().success:
+            answer = future.result().message if future.done() else "no answer"
+            raise StreamOmniError(f"omni_node ~/push_to_talk({pressed}) failed: {answer}")
 
     def _qualified(self, topic: str) -> str:
         return f"{self.node.get_namespace().rstrip('/')}/{topic}"
@@ -107,7 +124,8 @@ def start_passthrough_node(config: BenchConfig, namespace: str,
                            log: IO[bytes]) -> subprocess.Popen:
     """The installed omni_node answering with fixed-length pass-through turns, no model."""
     params = {"responder": "passthrough", "generation.max_new_tokens": config.text_tokens,
-              "generation.max_new_units": config.units, "generation.ignore_stop_ids": True}
+              "generation.max_new_units": config.units, "generation.ignore_stop_ids": True,
+              "listen.mode": "push_to_talk"}
     # a file, not a pipe: nobody reads the log while the node runs, and a full pipe would block it
     return start_node("omni_node", params, {"__ns": namespace}, stdout=subprocess.DEVNULL,
                       stderr=log)
@@ -153,9 +171,8 @@ def ros_record(turn: int, arrivals: list, sent: list[float], endpoint: float) ->
 
 
 def run_ros_turns(config: BenchConfig, questions: list[tuple[str, np.ndarray]],
-                  image: np.ndarray, direct: list[TurnRecord], pad_after_s: float = 1.0
-                  ) -> list[TurnRecord]:
-    """The questions through omni_node (pass-through model), endpoints taken from direct."""
+                  image: np.ndarray, pad_after_s: float = 1.0) -> list[TurnRecord]:
+    """The questions through omni_node (pass-through model), each one push-to-talk."""
     namespace = f"/stream_omni_bench_{os.getpid()}"
     log = tempfile.TemporaryFile()
     process = start_passthrough_node(config, namespace, log)
@@ -172,14 +189,18 @@ def run_ros_turns(config: BenchConfig, questions: list[tuple[str, np.ndarray]],
             speech_end = mic.stamp + len(speech) / SAMPLE_RATE - pad_after_s
             observer.image_pub.publish(rgb_to_image_msg(
                 image, stamp=seconds_to_time_msg(speech_end), frame_id="bench_camera"))
+            observer.press(True, wait=True)
             sent = mic.play(speech)
+            # Released right after the question: the endpoint is this moment on both paths
+            # (a voice-activity endpoint can differ by a chunk between two processes).
+            endpoint = time.monotonic()
+            observer.press(False, wait=False)
             if not observer.done.wait(TURN_TIMEOUT_S):
                 raise StreamOmniError(f"ROS turn {turn}: no response/final and final audio/out "
                                       f"within {TURN_TIMEOUT_S} s (omni_node exit code "
                                       f"{process.poll()}); its log:\n{log_tail(log)}")
-            # same audio, same VAD: the endpoint is as far after the first chunk as directly
-            endpoint = sent[0] - direct[turn].timeline["microphone"][0]
             records.append(ros_record(turn, list(observer.arrivals), sent, endpoint))
+            mic.wait_out_answer(records[-1].audio_s or 0.0)
     finally:
         observer.close()
         stop_node(process)
@@ -191,8 +212,9 @@ def ros_overhead(config: BenchConfig, questions: list[tuple[str, np.ndarray]],
                  image: np.ndarray) -> tuple[dict[str, float], dict[str, list[TurnRecord]]]:
     """Per-turn ROS overhead figures and the pass-through records of both sides."""
     responder = PassThroughResponder(config.text_tokens, config.units)
-    direct = run_engine_turns(responder, config, questions, image, path="direct_passthrough")
-    ros = run_ros_turns(config, questions, image, direct)
+    direct = run_engine_turns(responder, config, questions, image, path="direct_passthrough",
+                              push_to_talk=True)
+    ros = run_ros_turns(config, questions, image)
     figures = {}
     for name, field in (("overhead_per_turn_s", "total_s"),
                         ("transcript_overhead_s", "endpoint_to_transcript_s"),
