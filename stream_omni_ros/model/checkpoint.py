@@ -227,13 +227,17 @@ def assign_weights(model: torch.nn.Module, sources: Mapping[str, tuple[Path, str
 
 
 def materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
-    """Rebuild the non-persistent buffers left on the meta device (SigLIP's position_ids)."""
+    """Rebuild the non-persistent buffers no weights file holds (SigLIP's position_ids).
+
+    They may still be on the meta device or allocated but unset (`to_empty`); any other buffer
+    left on meta was not loaded.
+    """
     for module_name, module in model.named_modules():
         for name, buffer in list(module.named_buffers(recurse=False)):
-            if not buffer.is_meta:
-                continue
             if name != "position_ids":
-                raise CheckpointError(f"buffer {module_name}.{name} was not loaded")
+                if buffer.is_meta:
+                    raise CheckpointError(f"buffer {module_name}.{name} was not loaded")
+                continue
             count = buffer.shape[-1]
             module.register_buffer(name, torch.arange(count, device=device).expand(1, -1),
                                    persistent=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from stream_omni_ros.errors import ConfigError
-from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions
+from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, materialize_buffers
 from stream_omni_ros.model.config import StreamOmniConfig
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
@@ -85,12 +85,7 @@ def random_stream_omni(config: StreamOmniConfig, device: str, dtype: torch.dtype
             param.fill_(1.0)  # norm scales and biases: keep activations bounded
         else:
             param.normal_(0.0, 0.02, generator=generator)
-    for module in model.modules():
-        for name, buffer in list(module.named_buffers(recurse=False)):
-            if name == "position_ids":  # the only non-persistent buffer (SigLIP)
-                count = buffer.shape[-1]
-                module.register_buffer(name, torch.arange(count, device=device).expand(1, -1),
-                                       persistent=False)
+    materialize_buffers(model, torch.device(device))  # to_empty left them unset
     return model.eval().requires_grad_(False)
 
 
