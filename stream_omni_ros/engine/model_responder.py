@@ -8,7 +8,7 @@ already prefilled prompt, image included when the turn keeps the frame it was pr
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -32,6 +32,11 @@ def history_to_messages(history: tuple[HistoryTurn, ...]) -> tuple[ChatMessage, 
     return tuple(messages)
 
 
+def same_images(prepared: Sequence[np.ndarray], requested: Sequence[np.ndarray]) -> bool:
+    """The very frames (by identity: comparing pixels would cost more than a prefill saves)."""
+    return len(prepared) == len(requested) and all(a is b for a, b in zip(prepared, requested))
+
+
 class StreamOmniResponder:
     """Answers turns with a StreamOmniGenerator; speaks through a CosyVoiceVocoder if given."""
 
@@ -45,8 +50,7 @@ class StreamOmniResponder:
         self.generation = generation
         self.streaming = streaming
         self._prepared: PreparedTurn | None = None
-        # (history, system prompt, image) the prepared turn was built for; the image by identity
-        self._prepared_for: tuple[tuple[HistoryTurn, ...], str, np.ndarray | None] | None = None
+        self._prepared_for: tuple[tuple[HistoryTurn, ...], str] | None = None
 
     def _config(self, system_prompt: str, options: TurnOptions = TurnOptions()
                 ) -> GenerationConfig:
@@ -67,7 +71,7 @@ class StreamOmniResponder:
                                     (image,), history=history_to_messages(history),
                                     config=self._config(system_prompt))
         self._prepared = self.generator.prepare(request)
-        self._prepared_for = (history, system_prompt, image)
+        self._prepared_for = (history, system_prompt)
 
     def transcribe_partial(self, audio: np.ndarray) -> str:
         """Units of the speech so far through the prepared turn's bottom stack and CTC head."""
@@ -110,11 +114,11 @@ class StreamOmniResponder:
         """The prepared turn if it was built for exactly this request's prompt head."""
         prepared, prepared_for = self._prepared, self._prepared_for
         self._prepared = self._prepared_for = None
-        usable = (prepared is not None and prepared_for is not None
+        usable = (prepared is not None
                   and prepared.request.inference_type == gen_request.inference_type
                   and prepared.request.config == gen_request.config
-                  and prepared_for[:2] == (request.history, request.system_prompt)
-                  and prepared_for[2] is request.image)
+                  and prepared_for == (request.history, request.system_prompt)
+                  and same_images(prepared.request.images, gen_request.images))
         if prepared is not None and not usable:
             prepared.release()
         return prepared if usable else None
