@@ -84,10 +84,11 @@ class GenerationSettings:
     """Decoding settings exposed to users (the rest of GenerationConfig keeps its defaults)."""
 
     max_new_tokens: int = described(
-        _GEN.max_new_tokens, "longest text answer per turn", units="tokens")
+        _GEN.max_new_tokens, "longest text answer per turn, spoken or not (the original's "
+        "max_new_tokens in text-out turns)", units="text tokens")
     max_new_units: int = described(
-        _GEN.max_new_units, "longest spoken answer per turn (speech units, 25 a second)",
-        units="tokens")
+        _GEN.max_new_units, "longest spoken answer per turn, 25 units a second (the original's "
+        "max_new_tokens in speech-out turns)", units="speech units")
     temperature: float = described(
         _GEN.temperature, "text sampling temperature, text-out turns only; 0: greedy")
     top_p: float = described(_GEN.top_p, "nucleus (top-p) mass for text sampling, in (0, 1]")
@@ -100,6 +101,8 @@ class GenerationSettings:
         _GEN.mask_units, "restrict the unit head to speech units and stop ids")
     ignore_stop_ids: bool = described(
         _GEN.ignore_stop_ids, "never stop at end ids: fixed answer lengths, for benchmarks")
+    duplicate_bos: bool = described(
+        _GEN.duplicate_bos, "start prompts with two BOS tokens as the original does; false: one")
 
     def to_generation_config(self) -> GenerationConfig:
         """The model's GenerationConfig with these values (validated there)."""

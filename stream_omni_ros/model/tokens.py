@@ -126,10 +126,10 @@ class PromptIds:
 
 
 class PromptBuilder:
-    """Builds spec 6.5 prompt ids programmatically (one BOS unless `duplicate_bos`)."""
+    """Builds spec 6.5 prompt ids: two BOS as the original, one if `duplicate_bos` is False."""
 
     def __init__(self, tok, special: SpecialIds,
-                 system_prompt: str = DEFAULT_SYSTEM_PROMPT, duplicate_bos: bool = False):
+                 system_prompt: str = DEFAULT_SYSTEM_PROMPT, duplicate_bos: bool = True):
         self._tok = tok
         self._special = special
         self._system_prompt = system_prompt

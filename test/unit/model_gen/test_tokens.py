@@ -34,32 +34,32 @@ def test_special_ids_match_llama3(special):
     assert set(special.stop_ids) == {128001, 128009}
 
 
-def test_unit_prompt_layout_single_bos(llama3, special):
+def test_unit_prompt_layout_starts_with_two_bos_as_the_original(llama3, special):
     prompt = PromptBuilder(llama3, special).build(units=[0, 5, 4095])
     ids = prompt.ids
-    assert ids[0] == 128000 and ids[1] != 128000
-    assert ids[1:5] == (128006, 9125, 128007, 271)
-    assert ids[40:45] == (128009, 128006, 882, 128007, 271)
-    assert ids[45:48] == (TEXT_VOCAB, TEXT_VOCAB + 5, TEXT_VOCAB + 4095)
+    assert ids[:3] == (128000, 128000, 128006)
+    assert ids[2:6] == (128006, 9125, 128007, 271)
+    assert ids[41:46] == (128009, 128006, 882, 128007, 271)
+    assert ids[46:49] == (TEXT_VOCAB, TEXT_VOCAB + 5, TEXT_VOCAB + 4095)
     assert ids[-5:] == (128009, 128006, 78191, 128007, 271)
-    assert prompt.content_span == (45, 48) and len(ids) == 53
+    assert prompt.content_span == (46, 49) and len(ids) == 54
 
 
-def test_duplicate_bos_shifts_everything_by_one(llama3, special):
-    single = PromptBuilder(llama3, special).build(text="Hello there")
-    double = PromptBuilder(llama3, special, duplicate_bos=True).build(text="Hello there")
-    assert double.ids[:2] == (128000, 128000) and double.ids[1:] == single.ids
+def test_single_bos_switch_drops_the_second_bos_only(llama3, special):
+    double = PromptBuilder(llama3, special).build(text="Hello there")
+    single = PromptBuilder(llama3, special, duplicate_bos=False).build(text="Hello there")
+    assert single.ids[:2] == (128000, 128006) and double.ids[1:] == single.ids
     assert double.content_span == tuple(i + 1 for i in single.content_span)
 
 
 def test_image_marker_then_newline_and_speech_side(llama3, special):
     prompt = PromptBuilder(llama3, special).build(units=[7, 8], n_images=1)
-    assert prompt.ids[45:49] == (IMAGE_MARKER, 198, TEXT_VOCAB + 7, TEXT_VOCAB + 8)
-    assert prompt.content_span == (47, 49)
+    assert prompt.ids[46:50] == (IMAGE_MARKER, 198, TEXT_VOCAB + 7, TEXT_VOCAB + 8)
+    assert prompt.content_span == (48, 50)
     side = prompt.speech_side()
     assert IMAGE_MARKER not in side.ids
-    assert side.ids[45:48] == (198, TEXT_VOCAB + 7, TEXT_VOCAB + 8)
-    assert side.content_span == (46, 48) and prompt.marker_positions == (45,)
+    assert side.ids[46:49] == (198, TEXT_VOCAB + 7, TEXT_VOCAB + 8)
+    assert side.content_span == (47, 49) and prompt.marker_positions == (46,)
 
 
 def test_history_and_speech_prefill_template(llama3, special):
@@ -69,7 +69,7 @@ def test_history_and_speech_prefill_template(llama3, special):
     text = llama3.decode(prompt.ids)
     assert text.count("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>") == 1
     assert "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>" in text
-    assert builder.speech_prefill().ids[45:46] == (220,)
+    assert builder.speech_prefill().ids[46:47] == (220,)
     with pytest.raises(InputError, match="role 'bot'"):
         builder.build(text="x", history=[ChatMessage("bot", "x")])
 
