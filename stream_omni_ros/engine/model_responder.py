@@ -55,7 +55,7 @@ class StreamOmniResponder:
     def _config(self, system_prompt: str, options: TurnOptions = TurnOptions()
                 ) -> GenerationConfig:
         overrides = {name: getattr(options, name)
-                     for name in ("temperature", "top_p", "max_new_tokens")
+                     for name in ("temperature", "top_p", "max_new_tokens", "max_new_units")
                      if getattr(options, name) is not None}
         return dataclasses.replace(self.generation, **overrides,
                                    system_prompt=system_prompt or DEFAULT_SYSTEM_PROMPT)

@@ -29,7 +29,8 @@ class TurnOptions:
     use_camera: bool | None = None
     temperature: float | None = None  # 0 = greedy
     top_p: float | None = None
-    max_new_tokens: int | None = None
+    max_new_tokens: int | None = None  # text tokens, spoken answers included
+    max_new_units: int | None = None  # speech units of a spoken answer (25 a second)
 
     def __post_init__(self) -> None:
         problems = []
@@ -38,8 +39,10 @@ class TurnOptions:
             problems.append(f"temperature={self.temperature!r} (expected >= 0)")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             problems.append(f"top_p={self.top_p!r} (expected 0 < top_p <= 1)")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            problems.append(f"max_new_tokens={self.max_new_tokens!r} (expected >= 1)")
+        for name in ("max_new_tokens", "max_new_units"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name}={value!r} (expected >= 1)")
         if problems:
             raise InputError(f"TurnOptions: {', '.join(problems)}")
 

@@ -14,7 +14,7 @@ import soundfile
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.msg import ResponseText, Transcript
 
-ACCEPTED_STOP_REASONS = ("eos", "max_tokens")
+ACCEPTED_STOP_REASONS = ("eos", "max_tokens", "max_units")
 
 
 @dataclass

@@ -89,7 +89,8 @@ def goal_to_turn_options(goal: Converse.Goal) -> TurnOptions:
         use_camera=None if goal.use_camera else False,
         temperature=float(goal.temperature) if goal.temperature >= 0 else None,
         top_p=float(goal.top_p) if goal.top_p > 0 else None,
-        max_new_tokens=int(goal.max_new_tokens) if goal.max_new_tokens > 0 else None)
+        max_new_tokens=int(goal.max_new_tokens) if goal.max_new_tokens > 0 else None,
+        max_new_units=int(goal.max_new_units) if goal.max_new_units > 0 else None)
 
 
 def _or_minus_one(value: float | None) -> float:

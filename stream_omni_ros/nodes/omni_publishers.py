@@ -28,7 +28,7 @@ STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 
 # Model end reasons -> the stop_reason words of ResponseText / Converse.
 STOP_REASONS = {"text_eos": "eos", "unit_eos": "eos", "end_of_output": "eos",
-                "max_new_tokens": "max_tokens", "max_new_units": "max_tokens"}
+                "max_new_tokens": "max_tokens", "max_new_units": "max_units"}
 
 
 def end_reason_to_stop_reason(reason: str) -> str:

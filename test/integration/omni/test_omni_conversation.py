@@ -69,7 +69,7 @@ def test_spoken_question_streams_transcript_response_and_speech(start_omni, peer
     assert seconds(final_asr.audio_end) <= speech_end + 0.05
 
     partial, final = out["response/partial"], out["response/final"][-1]
-    assert final.is_final and final.stop_reason in ("eos", "max_tokens")
+    assert final.is_final and final.stop_reason in ("eos", "max_tokens", "max_units")
     assert final.text == "".join(m.delta for m in partial) and final.text
     assert final.used_image and final.image_frame_id == "camera"
     assert min(abs(seconds(final.image_stamp) - s) for s in image_stamps) < 1e-6

@@ -151,6 +151,19 @@ def test_turn_options_reach_the_generator(tiny_parts):
     assert spoke
 
 
+def test_max_new_units_limits_the_spoken_answer_not_its_text(tiny_parts):
+    generator, tokenizer, vocoder = tiny_parts
+    responder = StreamOmniResponder(generator, tokenizer, vocoder, GenerationConfig(
+        max_new_tokens=40, max_new_units=40, mask_units=True, ignore_stop_ids=True))
+    request = TurnRequest(None, "Describe the room.", None, (), "", speak=True,
+                          options=TurnOptions(max_new_units=10))
+    outputs = list(responder.begin_turn(request))
+    samples = sum(len(o.pcm) for o in outputs if isinstance(o, AudioPiece))
+    assert outputs[-1] == Done("max_new_units", outputs[-1].text_tokens)
+    assert samples == 256 * int(10 / 25 * 22050 / 256)  # 10 units of speech
+    assert outputs[-1].text_tokens < 40  # the text limit did not bind
+
+
 def test_audio_turn_with_speak_false_through_the_tiny_model(model_engine, speak):
     engine, responder = model_engine
     speech = speak("Where is the blue box?")
