@@ -195,9 +195,27 @@ def units_to_tensor(units: Sequence[int] | np.ndarray | torch.Tensor, vocab_size
     return torch.from_numpy(array.astype(np.int64))[None].to(device)
 
 
+HIFT_KEY_PREFIX = "generator."  # hift.pt files saved from the training wrapper carry it
+
+
 def load_hift_weights(hift: HiFTGenerator, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load a hift.pt state dict strictly; CheckpointError lists missing/unexpected/misshapen."""
-    load_state_strict(hift, state, source, "HiFT")
+    """Load a hift.pt state dict strictly, with or without the ``generator.`` key prefix."""
+    load_state_strict(hift, strip_hift_prefix(state, source), source, "HiFT")
+
+
+def strip_hift_prefix(state: Mapping[str, torch.Tensor], source: str
+                      ) -> Mapping[str, torch.Tensor]:
+    """Keys without a leading ``generator.``, as CosyVoice's own HiFT loader reads them."""
+    if not any(key.startswith(HIFT_KEY_PREFIX) for key in state):
+        return state
+    stripped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        name = key[len(HIFT_KEY_PREFIX):] if key.startswith(HIFT_KEY_PREFIX) else key
+        if name in stripped:
+            raise CheckpointError(f"{source} holds both {name!r} and {HIFT_KEY_PREFIX + name!r}; "
+                                  "expected each HiFT weight once")
+        stripped[name] = value
+    return stripped
 
 
 def _configs_from_hparams(hparams: dict, path: Path) -> tuple[FlowConfig, HiftConfig]:

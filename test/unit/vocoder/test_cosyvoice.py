@@ -78,6 +78,22 @@ def test_hift_keys_are_checked_strictly(tiny_folder: Path, tmp_path: Path) -> No
         CosyVoiceVocoder.load(folder, OPTIONS)
 
 
+def test_hift_keys_with_the_generator_prefix_load(vocoder: CosyVoiceVocoder, tiny_folder: Path,
+                                                 tmp_path: Path) -> None:
+    # hift.pt saved from CosyVoice's training wrapper names every key "generator.<key>"
+    folder = _copy(tiny_folder, tmp_path)
+    state = torch.load(folder / "hift.pt", weights_only=True)
+    torch.save({f"generator.{key}": value for key, value in state.items()}, folder / "hift.pt")
+    prefixed = CosyVoiceVocoder.load(folder, OPTIONS)
+    units = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    assert np.array_equal(prefixed.synthesize(units, seed=2), vocoder.synthesize(units, seed=2))
+    state["generator.conv_pre.weight_v"] = state["conv_pre.weight_v"]  # the same key twice
+    torch.save(state, folder / "hift.pt")
+    with pytest.raises(CheckpointError, match="both 'conv_pre.weight_v' and "
+                                              "'generator.conv_pre.weight_v'"):
+        CosyVoiceVocoder.load(folder, OPTIONS)
+
+
 def test_pickled_objects_are_not_loaded(tiny_folder: Path, tmp_path: Path) -> None:
     folder = _copy(tiny_folder, tmp_path)
     torch.save({"英文女": {"embedding": torch.zeros(1, 192), "extra": Path("x")}},
