@@ -16,7 +16,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from stream_omni_ros.action import Converse
+from stream_omni_ros.engine.responder import TurnOptions
 from stream_omni_ros.msg import AudioChunk, NodeState, ResponseText, Transcript
+from stream_omni_ros.nodes.omni_action import goal_to_turn_options
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = Path(__file__).with_name("roundtrip_peer.py")
@@ -58,6 +60,13 @@ def test_goal_defaults_mean_node_defaults():
     goal = Converse.Goal()
     assert goal.use_camera and goal.speak and not goal.reset_history
     assert goal.temperature < 0 and goal.top_p <= 0 and goal.max_new_tokens <= 0
+    assert goal.max_new_units <= 0
+    assert goal_to_turn_options(goal) == TurnOptions()
+
+
+def test_goal_limits_reach_the_turn_as_text_tokens_and_speech_units():
+    options = goal_to_turn_options(Converse.Goal(max_new_tokens=40, max_new_units=250))
+    assert (options.max_new_tokens, options.max_new_units) == (40, 250)
 
 
 def test_every_interface_field_is_documented():
