@@ -153,10 +153,14 @@ class CosyVoiceVocoder:
     def units_to_mel(self, units: torch.Tensor, first_frame: int, mel_frames: int,
                      spk: torch.Tensor, noise: RequestNoise) -> torch.Tensor:
         """Mel [1, 80, mel_frames] for units [1, n] placed at absolute frame first_frame."""
-        mu = self.flow.units_to_mu(units, mel_frames)
-        start = noise.flow.take(first_frame, first_frame + mel_frames)
-        mel = self.flow.solve(mu, spk, start, self.options.n_timesteps)
-        return mel.float()
+        return self.solve_mel(self.flow.units_to_mu(units, mel_frames), first_frame, spk, noise)
+
+    @torch.inference_mode()
+    def solve_mel(self, mu: torch.Tensor, first_frame: int, spk: torch.Tensor,
+                  noise: RequestNoise) -> torch.Tensor:
+        """Mel [1, 80, M] from mu [1, 80, M] of frames first_frame.. (the request's noise)."""
+        start = noise.flow.take(first_frame, first_frame + mu.shape[-1])
+        return self.flow.solve(mu, spk, start, self.options.n_timesteps).float()
 
     @torch.inference_mode()
     def synthesize(self, units: Sequence[int] | np.ndarray | torch.Tensor,

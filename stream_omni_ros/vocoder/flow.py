@@ -119,6 +119,44 @@ def tiny_flow_config() -> FlowConfig:
         n_timesteps=2)
 
 
+@dataclass(frozen=True)
+class GridPart:
+    """Frames from `first_frame` on read units `first_unit`..`last_unit` at `scale` units/frame."""
+
+    first_unit: int
+    last_unit: int
+    first_frame: int
+    scale: float
+
+
+@dataclass(frozen=True)
+class FrameGrid:
+    """Where each absolute mel frame reads the unit sequence (the length regulator's lerp).
+
+    Each part is torch's linear interpolation (align_corners False) of its own units onto its
+    frames, so a grid built by :meth:`Flow.offline_grid` reproduces offline synthesis exactly,
+    and any window of frames can be placed on it without shifting.
+    """
+
+    parts: tuple[GridPart, ...]
+
+    def sources(self, first_frame: int, end_frame: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                   torch.Tensor]:
+        """(lower unit, upper unit, weight of the upper) per frame of [first_frame, end_frame)."""
+        frames = torch.arange(first_frame, end_frame)
+        lower = torch.zeros(len(frames), dtype=torch.long)
+        upper, weight = torch.zeros_like(lower), torch.zeros(len(frames))
+        for part in self.parts:
+            at = frames >= part.first_frame
+            scale = torch.tensor(part.scale, dtype=torch.float32)  # float32 as torch's kernel
+            source = (scale * ((frames[at] - part.first_frame).float() + 0.5) - 0.5).clamp(min=0)
+            index = source.long()
+            below = (part.first_unit + index).clamp(max=part.last_unit)
+            lower[at], upper[at] = below, (below + 1).clamp(max=part.last_unit)
+            weight[at] = torch.where(upper[at] > below, source - index.float(), 0.0)
+        return lower, upper, weight
+
+
 class InterpolateRegulator(nn.Module):
     """Linear interpolation of encoder frames to mel frames, then (conv, GroupNorm, Mish) x k."""
 
@@ -198,6 +236,54 @@ class Flow(nn.Module):
     def mel_frames_for(self, n_units: int) -> int:
         """Mel frames CosyVoice produces for n units: int(n / rate * 22050 / 256)."""
         return int(n_units / self.cfg.input_frame_rate * self.cfg.mel_rate / self.cfg.mel_hop)
+
+    def offline_grid(self, n_units: int) -> FrameGrid:
+        """The frame grid of offline synthesis of n units (head and tail edges apart)."""
+        frames, edge = self.mel_frames_for(n_units), self.cfg.edge_units
+        edge_frames = self.mel_frames_for(edge)
+        if n_units <= 2 * edge or frames - 2 * edge_frames <= 0:
+            return FrameGrid((GridPart(0, n_units - 1, 0, n_units / frames),))
+        middle_units, middle_frames = n_units - 2 * edge, frames - 2 * edge_frames
+        return FrameGrid((GridPart(0, edge - 1, 0, edge / edge_frames),
+                          GridPart(edge, n_units - edge - 1, edge_frames,
+                                   middle_units / middle_frames),
+                          GridPart(n_units - edge, n_units - 1, frames - edge_frames,
+                                   edge / edge_frames)))
+
+    def open_grid(self, n_units: int) -> FrameGrid:
+        """The grid of the first n units of a longer sequence whose length is not known yet.
+
+        The head edge is placed as offline places it; later units at the nominal rate (offline's
+        middle part differs from it by under two frames over its whole length).
+        """
+        edge, edge_frames = self.cfg.edge_units, self.mel_frames_for(self.cfg.edge_units)
+        nominal = self.cfg.input_frame_rate * self.cfg.mel_hop / self.cfg.mel_rate
+        head = GridPart(0, min(edge, n_units) - 1, 0, edge / edge_frames)
+        if n_units <= edge:
+            return FrameGrid((head,))
+        return FrameGrid((head, GridPart(edge, n_units - 1, edge_frames, nominal)))
+
+    @torch.inference_mode()
+    def encode_units(self, units: torch.Tensor) -> torch.Tensor:
+        """Units [1, n] -> encoder output projected to mel channels [1, 80, n] (one per unit)."""
+        self._check_units(units)
+        h = self.encoder(self.input_embedding(units.to(self.input_embedding.weight.device)))
+        return self.encoder_proj(h).transpose(1, 2)
+
+    @torch.inference_mode()
+    def mu_on_grid(self, encoded: torch.Tensor, first_unit: int, grid: FrameGrid,
+                   first_frame: int, end_frame: int) -> torch.Tensor:
+        """mu [1, 80, end - first] of grid frames; `encoded` holds the units from first_unit on."""
+        lower, upper, weight = grid.sources(first_frame, end_frame)
+        if int(lower.min()) < first_unit or int(upper.max()) >= first_unit + encoded.shape[-1]:
+            raise InputError(f"frames [{first_frame}, {end_frame}) read units "
+                             f"[{int(lower.min())}, {int(upper.max())}]; expected them within "
+                             f"the encoded [{first_unit}, {first_unit + encoded.shape[-1]})")
+        device = encoded.device
+        weight = weight.to(device=device, dtype=encoded.dtype)
+        h = (encoded[:, :, (lower - first_unit).to(device)] * (1 - weight)
+             + encoded[:, :, (upper - first_unit).to(device)] * weight)
+        return self.length_regulator.model(h)
 
     def make_noise(self, mel_frames: int, generator: torch.Generator) -> torch.Tensor:
         """Starting noise [1, C, mel_frames] drawn on the generator's device, then moved here."""
