@@ -16,8 +16,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, PcmChunk
-from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, ResetHistory, StopWorker,
-                                             TextTurn)
+from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, InterruptPlayback,
+                                             ResetHistory, StopWorker, TextTurn)
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.event_queue import EventQueue, start_dispatcher
 from stream_omni_ros.engine.events import (CANCEL_BARGE_IN, CANCEL_REQUESTED, CANCEL_RESET,
@@ -155,6 +155,16 @@ class ConversationEngine:
     def cancel(self) -> None:
         """Stop the current turn and any queued one; drop their unplayed audio."""
         self._interrupt(CANCEL_REQUESTED, reset_stream=False)
+
+    def cancel_turn(self, turn_id: int) -> None:
+        """Stop this turn only (heard, queued or running) and drop its unplayed audio."""
+        with self._audio_lock:
+            heard = self._listener.turn_id == turn_id
+            abandoned = self._listener.abandon() if heard else None
+        self._handle.cancel_one(turn_id, CANCEL_REQUESTED)
+        if abandoned is not None:
+            self._commands.put(Abandoned(abandoned, CANCEL_REQUESTED))
+        self._commands.put(InterruptPlayback(turn_id, CANCEL_REQUESTED))
 
     def reset(self) -> None:
         """Cancel everything and forget the conversation history and the audio stream."""

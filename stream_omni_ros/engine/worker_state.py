@@ -16,6 +16,7 @@ class WorkerHandle:
         self._playback_end = 0.0  # time.monotonic() at which the emitted audio ends playing
         self._cancelled_through = 0
         self._cancel_reason = ""
+        self._cancelled_one: dict[int, str] = {}  # single queued or running turns, by id
         self._last_spoken: int | None = None
         self._speaking_turn: int | None = None
 
@@ -40,6 +41,7 @@ class WorkerHandle:
         """Mark a turn as answered or dropped."""
         with self._lock:
             self._responding.discard(turn_id)
+            self._cancelled_one.pop(turn_id, None)
             if self._speaking_turn == turn_id:
                 self._speaking_turn = None
 
@@ -49,10 +51,18 @@ class WorkerHandle:
             if turn_id > self._cancelled_through:
                 self._cancelled_through, self._cancel_reason = turn_id, reason
 
+    def cancel_one(self, turn_id: int, reason: str) -> None:
+        """Cancel this turn only, if it is queued or running (else there is nothing to stop)."""
+        with self._lock:
+            if turn_id in self._responding:  # forgotten again by end_responding: bounded
+                self._cancelled_one[turn_id] = reason
+
     def cancel_reason(self, turn_id: int) -> str | None:
         """Why this turn is cancelled, or None when it is not."""
         with self._lock:
-            return self._cancel_reason if turn_id <= self._cancelled_through else None
+            if turn_id <= self._cancelled_through:
+                return self._cancel_reason
+            return self._cancelled_one.get(turn_id)
 
     def playback_interrupt(self, reason: str) -> InterruptPlayback:
         """Command that drops the last spoken turn's unplayed audio."""

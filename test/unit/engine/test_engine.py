@@ -235,6 +235,26 @@ def test_cancel_stops_the_turn_and_engine_keeps_answering(engine_factory, mic, c
     assert isinstance(collect(engine)[-1], TurnFinished)
 
 
+def test_cancel_turn_stops_only_that_turn(engine_factory, collect):
+    responder = GatedResponder()
+    engine = engine_factory(responder)
+    first = engine.request_turn("count to twenty please")
+    queued = engine.request_turn("and then to thirty")
+    last = engine.request_turn("and then stop")
+    responder.gate.release()
+    collect(engine, lambda e: isinstance(e, ResponseDelta))
+    engine.cancel_turn(queued)
+    for _ in range(300):
+        responder.gate.release()
+    events = collect(engine, lambda e: isinstance(e, (TurnFinished, TurnCancelled))
+                     and e.turn_id == last)
+    ends = [(e.turn_id, type(e).__name__) for e in events
+            if isinstance(e, (TurnFinished, TurnCancelled))]
+    assert ends == [(first, "TurnFinished"), (queued, "TurnCancelled"), (last, "TurnFinished")]
+    assert [e.reason for e in events if isinstance(e, TurnCancelled)] == ["cancel"]
+    assert not [e for e in events if e.turn_id == queued and isinstance(e, ResponseDelta)]
+
+
 def test_engine_does_not_import_rclpy():
     code = "import sys, stream_omni_ros.engine.engine; assert 'rclpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
