@@ -4,8 +4,9 @@ Types come from the annotations, defaults from the dataclass (so YAML holds over
 descriptions from the field metadata key "description" (written with
 `stream_omni_ros.config_fields.described`) or else the class docstring. A field is
 runtime-safe when its metadata says `runtime_safe=True` or its dotted name is passed in
-`runtime_safe`; every other parameter is declared read-only (it needs a restart or a lifecycle
-reconfigure with new launch parameters).
+`runtime_safe`. Every other parameter is declared read-only (it needs a restart), or, for a
+LiveConfig given `reconfigurable`, may be set only while that says so (a lifecycle node: while
+unconfigured) and takes effect at the next configure.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from stream_omni_ros.errors import ConfigError, StreamOmniError
 
 ConfigT = TypeVar("ConfigT")
 RUNTIME_SAFE = "runtime_safe"
+RECONFIGURE_NOTE = "set while unconfigured; applied by the next configure"
 
 _SCALAR_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
                  float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}
@@ -45,12 +47,17 @@ class ParameterSpec:
     description: str
     runtime_safe: bool
 
-    def descriptor(self) -> ParameterDescriptor:
-        """The ROS descriptor: type, description and read_only for non-runtime fields."""
-        suffix = "" if self.runtime_safe else " (read-only: needs a restart/reconfigure)"
+    def descriptor(self, reconfigurable: bool = False) -> ParameterDescriptor:
+        """The ROS descriptor: type, description, and read_only for fixed fields."""
+        if self.runtime_safe:
+            suffix = ""
+        elif reconfigurable:
+            suffix = f" ({RECONFIGURE_NOTE})"
+        else:
+            suffix = " (read-only: needs a restart)"
         return ParameterDescriptor(name=self.name, type=int(self.kind),
                                    description=self.description + suffix,
-                                   read_only=not self.runtime_safe)
+                                   read_only=not (self.runtime_safe or reconfigurable))
 
     def to_field(self, value: Any) -> Any:
         """Convert a parameter value to the field's Python type; ConfigError if impossible."""
@@ -157,7 +164,7 @@ def config_from_values(config_cls: type[ConfigT], values: Mapping[str, Any],
 
 
 def declare_config(node: Node, config_cls: type[ConfigT], prefix: str = "",
-                   runtime_safe: Collection[str] = ()) -> ConfigT:
+                   runtime_safe: Collection[str] = (), reconfigurable: bool = False) -> ConfigT:
     """Declare one parameter per field (overrides from launch/YAML apply) and build the config."""
     specs = parameter_specs(config_cls, prefix, runtime_safe)
     values = {}
@@ -167,7 +174,7 @@ def declare_config(node: Node, config_cls: type[ConfigT], prefix: str = "",
         # rclpy has no typed empty array value: declare typed but unset, and read that as [].
         initial = spec.kind if default == [] else default
         try:
-            param = node.declare_parameter(spec.name, initial, spec.descriptor())
+            param = node.declare_parameter(spec.name, initial, spec.descriptor(reconfigurable))
         except InvalidParameterTypeException as err:
             raise ConfigError(f"parameter {spec.name}: {err}; expected {spec.kind.name}") from err
         values[spec.name] = [] if param.value is None and default == [] else param.value
@@ -175,15 +182,22 @@ def declare_config(node: Node, config_cls: type[ConfigT], prefix: str = "",
 
 
 class LiveConfig(Generic[ConfigT]):
-    """A config mirrored as node parameters; runtime-safe fields update it live."""
+    """A config mirrored as node parameters; runtime-safe fields update it live.
+
+    With `reconfigurable`, the other fields may be set too, but only while it returns True (the
+    owner then rebuilds what uses them); otherwise they are read-only.
+    """
 
     def __init__(self, node: Node, config_cls: type[ConfigT], prefix: str = "",
                  runtime_safe: Collection[str] = (),
-                 on_change: Callable[[ConfigT], None] | None = None) -> None:
+                 on_change: Callable[[ConfigT], None] | None = None,
+                 reconfigurable: Callable[[], bool] | None = None) -> None:
         self._specs = {s.name: s for s in parameter_specs(config_cls, prefix, runtime_safe)}
-        self.value: ConfigT = declare_config(node, config_cls, prefix, runtime_safe)
+        self.value: ConfigT = declare_config(node, config_cls, prefix, runtime_safe,
+                                             reconfigurable is not None)
         self._pending: ConfigT | None = None
         self._on_change = on_change
+        self._reconfigurable = reconfigurable
         node.add_on_set_parameters_callback(self._validate)
         node.add_post_set_parameters_callback(self._commit)
 
@@ -195,9 +209,13 @@ class LiveConfig(Generic[ConfigT]):
         if not ours:
             return SetParametersResult(successful=True)
         frozen = sorted(n for n in ours if not self._specs[n].runtime_safe)
-        if frozen:
+        if frozen and self._reconfigurable is None:
             return SetParametersResult(successful=False,
                                        reason=f"{frozen} are read-only at runtime")
+        if frozen and not self._reconfigurable():
+            return SetParametersResult(successful=False, reason=(
+                f"{frozen} can change only while the node is unconfigured; expected: cleanup, "
+                "set them, configure"))
         try:
             self._pending = _replace(self.value, _values_of(list(self._specs.values()), ours))
         except (StreamOmniError, TypeError, ValueError) as err:

@@ -100,6 +100,22 @@ def test_runtime_safe_fields_update_live_and_bad_values_are_rejected(make_node):
     assert live.value == Assistant(sampling=Sampling(temperature=0.2)) and len(seen) == 1
 
 
+def test_reconfigurable_fields_change_only_while_allowed(make_node):
+    node = make_node()
+    allowed = [False]
+    live = LiveConfig(node, Assistant, "assistant", reconfigurable=lambda: allowed[0])
+    tokens = node.describe_parameters(["assistant.sampling.max_new_tokens"])[0]
+    assert not tokens.read_only and "applied by the next configure" in tokens.description
+    refused = node.set_parameters([Parameter("assistant.sampling.max_new_tokens", value=9)])[0]
+    assert not refused.successful and "only while the node is unconfigured" in refused.reason
+    allowed[0] = True
+    assert node.set_parameters([Parameter("assistant.sampling.max_new_tokens",
+                                          value=9)])[0].successful
+    assert live.value.sampling.max_new_tokens == 9
+    bad = node.set_parameters([Parameter("assistant.sampling.temperature", value=-1.0)])[0]
+    assert not bad.successful and ">= 0" in bad.reason
+
+
 def test_other_parameters_of_the_node_are_left_alone(make_node):
     node = make_node()
     live = LiveConfig(node, Assistant, "assistant")

@@ -50,12 +50,13 @@ def test_omni_node_parameters_describe_themselves_on_a_node():
     node = Node("describe_test", context=context)
     try:
         declare_config(node, OmniNodeConfig)
-        declare_config(node, RuntimeConfig)
-        LiveConfig(node, EngineConfig, runtime_safe=RUNTIME_SAFE_ENGINE_FIELDS)
+        LiveConfig(node, RuntimeConfig, reconfigurable=lambda: True)
+        LiveConfig(node, EngineConfig, runtime_safe=RUNTIME_SAFE_ENGINE_FIELDS,
+                   reconfigurable=lambda: True)
         silence, threshold, pad = node.describe_parameters(
             ["vad.min_silence_ms", "vad.threshold", "vad.speech_pad_ms"])
         assert silence.description.startswith("pause after speech that ends the utterance")
-        assert "[ms]" in silence.description and "read-only" in silence.description
+        assert "[ms]" in silence.description and "next configure" in silence.description
         assert threshold.description.startswith("silero-vad speech probability")
         assert not threshold.read_only and "read-only" not in threshold.description
         assert pad.description != silence.description
