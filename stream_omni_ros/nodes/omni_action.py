@@ -4,13 +4,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import traceback
 from typing import Callable
 
 import numpy as np
 import soxr
-from rclpy.action import ActionServer, CancelResponse
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.action import Converse
 from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE
@@ -23,10 +25,17 @@ from stream_omni_ros.errors import InputError, StreamOmniError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import image_msg_to_rgb
+from stream_omni_ros.nodes.omni_diagnostics import InputCounters
+from stream_omni_ros.nodes.omni_goals import MAX_GOALS, GoalQueue
 from stream_omni_ros.nodes.omni_publishers import (STATE_CODES, end_reason_to_stop_reason,
                                                    seconds_to_time_msg, time_msg_to_seconds)
 
 CANCEL_WAIT_S = 5.0  # how long a cancelled goal waits for its turn to report the cancel
+CLOSE_WAIT_S = 2 * CANCEL_WAIT_S  # how long deactivate waits for every goal to end
+LOG_THROTTLE_S = 5.0
+# Goal, cancel and result requests that a burst may queue before the executor takes them; more
+# than the goals admitted (MAX_GOALS), so the surplus is read and refused, never lost unread.
+REQUEST_QOS = QoSProfile(depth=4 * MAX_GOALS, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class TurnRouter:
@@ -45,6 +54,15 @@ class TurnRouter:
         else:
             self._by_turn.setdefault(turn_id, []).append(events)
         return events
+
+    def forget(self, events: queue.Queue) -> None:
+        """Stop delivering to a goal's queue (its goal ended, maybe before its turn started)."""
+        with self.lock:
+            if events in self._next_turn:
+                self._next_turn.remove(events)
+            for watchers in self._by_turn.values():
+                if events in watchers:
+                    watchers.remove(events)
 
     def dispatch(self, event: EngineEvent) -> None:
         """Deliver an event to its turn's watchers; forget a turn once it ended."""
@@ -93,6 +111,12 @@ def goal_to_turn_options(goal: Converse.Goal) -> TurnOptions:
         max_new_units=int(goal.max_new_units) if goal.max_new_units > 0 else None)
 
 
+def ended_result(stop_reason: str, error: str) -> Converse.Result:
+    """The result of a goal that ended without a turn's events (latencies unknown: -1)."""
+    return Converse.Result(stop_reason=stop_reason, error=error, endpoint_to_transcript_s=-1.0,
+                           endpoint_to_first_token_s=-1.0, endpoint_to_first_audio_s=-1.0)
+
+
 def _or_minus_one(value: float | None) -> float:
     return -1.0 if value is None else float(value)
 
@@ -101,11 +125,10 @@ class TurnResult:
     """Accumulates one turn's events into feedback and the final Converse result."""
 
     def __init__(self) -> None:
-        self.result = Converse.Result(stop_reason="", endpoint_to_transcript_s=-1.0,
-                                      endpoint_to_first_token_s=-1.0,
-                                      endpoint_to_first_audio_s=-1.0)
+        self.result = ended_result("", "")
         self.audio_s = 0.0
         self.ended = False
+        self.cancel_reason = ""  # the engine's reason when the turn was cancelled
 
     def add(self, event: EngineEvent) -> str | None:
         """Update from an event; return the response delta it carries (None: no feedback)."""
@@ -125,6 +148,7 @@ class TurnResult:
             self._finished(event)
         elif isinstance(event, TurnCancelled):
             r.stop_reason = "error" if event.reason == "error" else "cancelled"
+            self.cancel_reason = event.reason
             self.ended = True
         return "" if not isinstance(event, TurnStarted) else None
 
@@ -143,38 +167,124 @@ class TurnResult:
 
 
 class ConverseServer:
-    """Action server `~/converse` in its own (reentrant) callback group."""
+    """Action server `~/converse` in its own (reentrant) callback group; see omni_goals."""
 
     def __init__(self, node: Node, engine: ConversationEngine, router: TurnRouter,
-                 now_s: Callable[[], float]) -> None:
-        self._node, self._engine, self._router, self._now_s = node, engine, router, now_s
-        self._server = ActionServer(node, Converse, "~/converse", self._execute,
-                                    cancel_callback=lambda _: CancelResponse.ACCEPT,
-                                    callback_group=ReentrantCallbackGroup())
+                 now_s: Callable[[], float], counters: InputCounters) -> None:
+        self._node, self._router, self._now_s = node, router, now_s
+        self._engine: ConversationEngine | None = engine  # None once destroyed
+        self._counters = counters
+        self._goals = GoalQueue()
+        self._server = ActionServer(
+            node, Converse, "~/converse", self._execute, goal_callback=self._admit,
+            handle_accepted_callback=self._goals.accepted, cancel_callback=self._cancel,
+            callback_group=ReentrantCallbackGroup(), goal_service_qos_profile=REQUEST_QOS,
+            result_service_qos_profile=REQUEST_QOS, cancel_service_qos_profile=REQUEST_QOS)
 
-    def destroy(self) -> None:
-        """Stop serving goals (on deactivate)."""
+    def open(self) -> None:
+        """Admit goals (on activate)."""
+        self._goals.reopen()
+
+    def close(self, reason: str) -> None:
+        """Admit no goal; every accepted one ends now, with `reason` in its result."""
+        self._goals.close(reason)
+
+    def wait_ended(self) -> bool:
+        """Wait until every accepted goal has ended; False if one is left after the wait."""
+        return self._goals.wait_empty(CLOSE_WAIT_S)
+
+    def destroy(self, flush: bool) -> None:
+        """End every goal, let the executor send their results (`flush`), stop serving."""
+        self.close("omni_node was cleaned up")
+        self.wait_ended()
+        executor = self._node.executor
+        if flush and executor is not None:
+            # result responses go out in executor tasks made when each goal ended; one more
+            # task, run after them, says they were handed to the middleware
+            sent = threading.Event()
+            executor.create_task(sent.set)
+            sent.wait(CLOSE_WAIT_S)
         self._server.destroy()
+        # the executor may hold the server a little longer; the model must be freed now
+        self._engine = None
+
+    def _admit(self, _: Converse.Goal) -> GoalResponse:
+        refusal = self._goals.admit()
+        if refusal is None:
+            return GoalResponse.ACCEPT
+        self._counters.add(f"converse.rejected.{refusal.key}")
+        self._node.get_logger().warning(f"Converse goal rejected: {refusal.message}",
+                                        throttle_duration_sec=LOG_THROTTLE_S)
+        return GoalResponse.REJECT
+
+    def _cancel(self, goal_handle) -> CancelResponse:
+        self._goals.withdraw(goal_handle)  # a waiting goal ends now; a running one stops its turn
+        return CancelResponse.ACCEPT
 
     def _execute(self, goal_handle) -> Converse.Result:
         try:
-            events = self._start(goal_handle.request)
+            return self._run(goal_handle)
+        except Exception as error:  # a fault here must still end the goal, with its reason
+            self._node.get_logger().error(
+                f"Converse goal failed: {error!r}\n{traceback.format_exc()}")
+            if goal_handle.is_active:
+                goal_handle.abort()
+            return ended_result("error", f"{type(error).__name__}: {error}")
+        finally:
+            self._goals.finished(goal_handle)
+
+    def _run(self, goal_handle) -> Converse.Result:
+        if self._goals.was_withdrawn(goal_handle):
+            return self._cancelled_while_waiting(goal_handle)
+        closed = self._goals.closed_reason()
+        if closed is not None:
+            goal_handle.abort()
+            return ended_result("cancelled", f"{closed} before the goal started")
+        try:
+            events, turn_id = self._start(goal_handle.request)
         except StreamOmniError as error:  # bad goal input: this goal fails, the node serves on
             self._node.get_logger().warning(f"Converse goal rejected: {error}")
             goal_handle.abort()
-            return Converse.Result(stop_reason="error", error=str(error))
-        turn = self._follow(goal_handle, events)
-        stopped = turn.result.stop_reason == "cancelled" or not turn.ended
+            return ended_result("error", str(error))
+        try:
+            turn = self._follow(goal_handle, events, turn_id)
+        finally:
+            self._router.forget(events)
+        return self._conclude(goal_handle, turn)
+
+    @staticmethod
+    def _cancelled_while_waiting(goal_handle) -> Converse.Result:
+        # rclpy marks the goal canceling right after the cancel callback that withdrew it
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while not goal_handle.is_cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return ended_result("cancelled", "")
+
+    def _conclude(self, goal_handle, turn: TurnResult) -> Converse.Result:
+        """Set the goal's terminal state from how its turn ended."""
+        result = turn.result
+        stopped = result.stop_reason == "cancelled" or not turn.ended
+        if stopped:
+            result.stop_reason = "cancelled"
         if goal_handle.is_cancel_requested and stopped:
             goal_handle.canceled()
-        elif stopped or turn.result.stop_reason == "error":
-            goal_handle.abort()  # failed, or stopped by a service, barge-in or deactivation
+        elif stopped or result.stop_reason == "error":
+            # failed, or stopped by a service, barge-in, reset or deactivate: say which
+            closed = self._goals.closed_reason()
+            if not result.error:
+                result.error = f"{closed} during the turn" if closed is not None else \
+                    f"the turn was stopped ({turn.cancel_reason or 'no answer in time'})"
+            goal_handle.abort()
         else:
             goal_handle.succeed()
-        return turn.result
+        return result
 
-    def _start(self, goal: Converse.Goal) -> queue.Queue:
-        """Hand the goal's question to the engine; return the queue of its turn's events."""
+    def _start(self, goal: Converse.Goal) -> tuple[queue.Queue, int | None]:
+        """Hand the goal's question to the engine; return its turn's event queue and id."""
         options = goal_to_turn_options(goal)  # decode everything before touching the engine
         image, image_stamp = self._goal_image(goal)
         samples = goal_audio_to_samples(list(goal.audio)) if goal.audio and not goal.text \
@@ -188,7 +298,7 @@ class ConverseServer:
                 turn_id = self._engine.submit_audio_turn(samples, options, image, image_stamp)
             else:  # take the next utterance heard (arms listening in on_request mode)
                 turn_id = self._engine.request_turn(None, options, image, image_stamp)
-            return self._router.watch(turn_id)
+            return self._router.watch(turn_id), turn_id
 
     def _goal_image(self, goal: Converse.Goal) -> tuple[np.ndarray | None, float | None]:
         """The goal's image (the last one if several) as RGB and its stamp (now if unset)."""
@@ -205,16 +315,19 @@ class ConverseServer:
         stamp = time_msg_to_seconds(msg.header.stamp)
         return rgb, stamp if stamp > 0 else self._now_s()
 
-    def _follow(self, goal_handle, events: queue.Queue) -> TurnResult:
-        """Turn events -> feedback until the turn ends (or a cancel gets no answer)."""
-        turn, cancel_deadline = TurnResult(), None
+    def _follow(self, goal_handle, events: queue.Queue, turn_id: int | None) -> TurnResult:
+        """Turn events -> feedback until the turn ends (or a stop gets no answer in time)."""
+        turn, stop_deadline = TurnResult(), None
         while not turn.ended and goal_handle.is_active:
-            if goal_handle.is_cancel_requested and cancel_deadline is None:
-                self._engine.cancel()
-                cancel_deadline = time.monotonic() + CANCEL_WAIT_S
-            if cancel_deadline is not None and (time.monotonic() > cancel_deadline
-                                                or not turn.result.turn_id):
-                break  # no turn started yet, or the engine never answered the cancel
+            turn_id = turn_id or turn.result.turn_id or None
+            stopping = goal_handle.is_cancel_requested or self._goals.closed_reason() is not None
+            if stopping and stop_deadline is None:
+                if turn_id is not None:
+                    self._engine.cancel_turn(turn_id)  # this goal's turn, no other
+                stop_deadline = time.monotonic() + CANCEL_WAIT_S
+            if stop_deadline is not None and (turn_id is None
+                                              or time.monotonic() > stop_deadline):
+                break  # no turn started yet, or the engine never answered the stop
             try:
                 event = events.get(timeout=0.05)
             except queue.Empty:

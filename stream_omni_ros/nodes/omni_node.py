@@ -1,9 +1,12 @@
 """omni_node: the Stream-Omni assistant as a ROS 2 lifecycle node.
 
-configure loads the model and builds the ConversationEngine (one worker thread owns the model),
-activate opens the topics, the `~/converse` action and the services, deactivate stops listening
-and cancels the turn, cleanup frees the model. A MultiThreadedExecutor keeps camera and audio
-flowing during a turn; an EventPump thread publishes engine events as they come.
+configure reads the parameters, loads the model and builds the ConversationEngine (one worker
+thread owns the model), activate opens the topics, the `~/converse` action and the services,
+deactivate stops listening, ends every Converse goal with a result and cancels the turn, cleanup
+frees the model. A transition that raises anything is logged with its traceback, reported in
+/diagnostics and fails, leaving the node where it was (configure can be retried). A
+MultiThreadedExecutor keeps camera and audio flowing during a turn; an EventPump thread
+publishes engine events as they come.
 """
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import gc
 import logging
 import signal
 import sys
+import traceback
 import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -45,12 +50,11 @@ class ActiveParts:
 
     inputs: InputAdapter
     publisher: EventPublisher
-    action: ConverseServer
     services: ConversationServices
 
     def destroy(self) -> None:
-        """Close subscriptions, action, services and publishers."""
-        for part in (self.inputs, self.action, self.services, self.publisher):
+        """Close subscriptions, services and publishers."""
+        for part in (self.inputs, self.services, self.publisher):
             part.destroy()
 
 
@@ -59,21 +63,34 @@ def heaviest_part(responder: object) -> object:
     return getattr(getattr(responder, "generator", None), "model", responder)
 
 
+def transition_error_to_text(transition: str, error: BaseException) -> str:
+    """One line naming the failed transition, the exception and a hint where one helps."""
+    hint = ""
+    if "out of memory" in str(error).lower():
+        hint = " (try quantization 8bit/4bit or a smaller dtype)"
+    elif isinstance(error, ModuleNotFoundError):
+        hint = " (a required Python package is not installed)"
+    return f"{transition} failed: {type(error).__name__}: {error}{hint}"
+
+
 class OmniNode(LifecycleNode):
     """Stream-Omni lifecycle node; see the module docstring."""
 
     def __init__(self) -> None:
         super().__init__("omni_node")
         self.settings = declare_config(self, OmniNodeConfig)
-        self.runtime = declare_config(self, RuntimeConfig)
+        # Model and engine-size parameters may be set while unconfigured; configure reads them.
+        self.runtime_params = LiveConfig(self, RuntimeConfig, reconfigurable=self._unconfigured)
         self.live = LiveConfig(self, EngineConfig, runtime_safe=RUNTIME_SAFE_ENGINE_FIELDS,
-                               on_change=self._reconfigure)
+                               on_change=self._reconfigure, reconfigurable=self._unconfigured)
+        self.runtime = self.runtime_params.value
         self.counters, self.router = InputCounters(), TurnRouter()
         self.engine: ConversationEngine | None = None
         self.active: ActiveParts | None = None
+        self.converse: ConverseServer | None = None  # from the first activate until cleanup
         self._pump: EventPump | None = None
         self._model_ref: weakref.ref | None = None
-        self.lifecycle_label, self.last_error, self.last_metrics = "unconfigured", "", None
+        self.last_error, self.last_metrics = "", None
         self.state = StatePublisher(self)
         package_log = logging.getLogger("stream_omni_ros")
         package_log.setLevel(logging.INFO)
@@ -92,69 +109,122 @@ class OmniNode(LifecycleNode):
         """Node-clock seconds (simulation time under use_sim_time)."""
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def lifecycle_state(self) -> str:
+        """The lifecycle state as the state machine has it (configuring, inactive, ...)."""
+        return self._state_machine.current_state[1]
+
+    def _unconfigured(self) -> bool:
+        return self.lifecycle_state() == "unconfigured"
+
     def _start(self) -> None:
         self._autostart.cancel()
         if self.trigger_configure() == SUCCESS:
             self.trigger_activate()
 
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Load the model and start the engine; a failure leaves the node unconfigured."""
-        self.get_logger().info(f"configuring: responder {self.runtime.responder}, model.path "
-                               f"{self.runtime.model.path!r}, cosyvoice.path "
-                               f"{self.runtime.cosyvoice.path!r}")
+    def _transition(self, name: str, body: Callable[[], None],
+                    undo: Callable[[], None] | None = None) -> TransitionCallbackReturn:
+        """Run a transition; any exception is logged, counted, kept in last_error: FAILURE.
+
+        FAILURE returns the node to the state it started from (unconfigured for configure), so
+        the transition can be retried; `undo` first releases what the body had built.
+        """
         try:
-            responder = load_responder(self.runtime)
-            self.engine = ConversationEngine(responder, self.live.value, clock=self.now_s)
-        except (StreamOmniError, OSError, MemoryError, RuntimeError) as error:
-            hint = " (try quantization 8bit/4bit or a smaller dtype)" \
-                if "out of memory" in str(error).lower() else ""
-            self.last_error = f"configure failed: {type(error).__name__}: {error}{hint}"
-            self.get_logger().error(self.last_error)
+            body()
+        except Exception as error:  # every kind: rclpy would swallow it without a word
+            self.last_error = transition_error_to_text(name, error)
+            self.counters.add(f"lifecycle.failed.{name}")
+            self.get_logger().error(f"{self.last_error}\n{traceback.format_exc()}")
+            if undo is not None:
+                self._undo(name, undo)
             return FAILURE
+        return SUCCESS
+
+    def _undo(self, name: str, undo: Callable[[], None]) -> None:
+        try:
+            undo()
+        except Exception as error:  # keep the first error in last_error; log this one too
+            self.get_logger().error(f"undoing the failed {name} failed too: {error!r}\n"
+                                    f"{traceback.format_exc()}")
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Read the parameters, load the model, start the engine; on failure stay unconfigured."""
+        return self._transition("configure", self._configure, self._release)
+
+    def _configure(self) -> None:
+        self.runtime = runtime = self.runtime_params.value
+        self.get_logger().info(f"configuring: responder {runtime.responder}, model.path "
+                               f"{runtime.model.path!r}, cosyvoice.path "
+                               f"{runtime.cosyvoice.path!r}")
+        responder = load_responder(runtime)
+        self.engine = ConversationEngine(responder, self.live.value, clock=self.now_s)
         self._model_ref = weakref.ref(heaviest_part(responder))
         self._pump = EventPump(self.engine, self._deliver, self._delivery_failed)
-        self.lifecycle_label, self.last_error = "inactive", ""
-        self.get_logger().info(f"responder {self.runtime.responder} loaded on "
-                               f"{self.runtime.device}; process memory "
-                               f"{process_memory_mb():.0f} MiB")
-        return SUCCESS
+        self.last_error = ""
+        self.get_logger().info(f"responder {runtime.responder} loaded on {runtime.device}; "
+                               f"process memory {process_memory_mb():.0f} MiB")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Open topics, the action and the services."""
-        inputs = InputAdapter(self, self.engine, self.settings, self.counters)
-        self.active = ActiveParts(inputs, EventPublisher(self, self.settings.audio_out, inputs),
-                                  ConverseServer(self, self.engine, self.router, self.now_s),
-                                  ConversationServices(self, self.engine, inputs,
-                                                       self.counters))
-        self.lifecycle_label = "active"
-        return super().on_activate(state)
+        result = self._transition("activate", self._activate, self._deactivate)
+        return super().on_activate(state) if result == SUCCESS else result
+
+    def _activate(self) -> None:
+        engine = self.engine
+        if engine is None:
+            raise StreamOmniError("no engine to serve; expected a completed configure")
+        built: list = []  # closed again if a later part fails
+        try:
+            inputs = InputAdapter(self, engine, self.settings, self.counters)
+            built.append(inputs)
+            publisher = EventPublisher(self, self.settings.audio_out, inputs)
+            built.append(publisher)
+            services = ConversationServices(self, engine, inputs, self.counters)
+        except Exception:
+            for part in reversed(built):
+                part.destroy()
+            raise
+        self.active = ActiveParts(inputs, publisher, services)
+        if self.converse is None:
+            self.converse = ConverseServer(self, engine, self.router, self.now_s, self.counters)
+        self.converse.open()
+        self.last_error = ""
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop listening, cancel the turn and drop its unplayed audio."""
+        """Stop listening, end every Converse goal with a result, cancel the turn."""
+        result = self._transition("deactivate", self._deactivate)
+        return super().on_deactivate(state) if result == SUCCESS else result
+
+    def _deactivate(self) -> None:
+        converse = self.converse
+        if converse is not None:
+            converse.close("omni_node was deactivated")  # first, so a goal cut now says why
         if self.engine is not None:
-            self.engine.cancel()  # first, so that a running Converse goal ends with its turn
+            self.engine.cancel()
+        if converse is not None and not converse.wait_ended():
+            self.get_logger().error("a Converse goal did not end in time on deactivate")
         active, self.active = self.active, None
         if active is not None:
             active.destroy()
-        self.lifecycle_label = "inactive"
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop the engine and free the model (and the CUDA cache)."""
-        self._release()
-        self.lifecycle_label = "unconfigured"
-        return SUCCESS
+        return self._transition("cleanup", self._cleanup)
 
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release everything on the way out."""
-        self.on_deactivate(state)
+    def _cleanup(self, flush: bool = True) -> None:
+        converse, self.converse = self.converse, None
+        if converse is not None:
+            converse.destroy(flush)
         self._release()
-        self.lifecycle_label = "finalized"
-        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState | None) -> TransitionCallbackReturn:
+        """Release everything on the way out (state None: called after the executor ended)."""
+        self._transition("deactivate", self._deactivate)
+        return self._transition("shutdown", lambda: self._cleanup(flush=state is not None))
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Recover to unconfigured after a failed transition."""
-        return self.on_shutdown(state)
+        """Recover to unconfigured after a transition raised (the node can be configured)."""
+        self._transition("deactivate", self._deactivate)
+        return self._transition("cleanup", self._cleanup)
 
     def _release(self) -> None:
         if self._pump is not None:
@@ -194,22 +264,29 @@ class OmniNode(LifecycleNode):
         self.get_logger().error(f"publishing an engine event failed: {error!r}",
                                 throttle_duration_sec=self.settings.log_throttle_s)
 
-    def _publish_state(self) -> None:
+    def _conversation_state(self) -> str:
+        """The engine's state as a user sees it: not listening while inputs are closed."""
         engine, active = self.engine, self.active
-        if engine is None or active is None:
-            self.state.update("idle", False, self.last_error or self.lifecycle_label)
-            return
+        if engine is None:
+            return "unloaded"
         label = engine.state
-        if label == "listening" and not active.inputs.listening:
-            label = "idle"
+        if label == "listening" and (active is None or not active.inputs.listening):
+            return "idle"
+        return label
+
+    def _publish_state(self) -> None:
+        label, active = self._conversation_state(), self.active
+        if active is None:
+            detail = self.last_error or self.lifecycle_state()
+            self.state.update("idle" if label == "unloaded" else label, False, detail)
+            return
         self.state.update(label, active.inputs.listening)
 
     def _publish_diagnostics(self) -> None:
         engine = self.engine
         snapshot = NodeSnapshot(
-            self.lifecycle_label, engine is not None, self.runtime.device,
-            engine.state if engine is not None else "unloaded",
-            len(engine.images) if engine is not None else 0,
+            self.lifecycle_state(), engine is not None, self.runtime.device,
+            self._conversation_state(), len(engine.images) if engine is not None else 0,
             engine.dropped_events if engine is not None else 0, self.counters.snapshot(),
             self.last_metrics, self.last_error)
         array = snapshot_to_diagnostics(snapshot, self.get_fully_qualified_name())
