@@ -1,6 +1,7 @@
 """Configure fails loudly for every kind of fault and can be retried with corrected parameters."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -63,6 +64,10 @@ def broken_copy(good: str, folder: Path, breaks: str) -> Path:
         (folder / "config.json").write_text("[1, 2]", encoding="utf-8")
     elif breaks == "garbage_tokenizer":
         (folder / "tokenizer.json").write_text("not a tokenizer {", encoding="utf-8")
+    elif breaks == "config_has_wrong_types":
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config["hidden_size"] = "large"
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
 
 
@@ -98,14 +103,15 @@ def test_a_wrong_model_path_is_fixed_without_a_restart(start_omni, peer, helpers
                                            **{"lifecycle.failed.configure": "1"}))["last_error"]
     assert first.startswith("configure failed: ")
 
-    garbage = broken_copy(good, tmp_path / "garbage", "garbage_tokenizer")
-    assert set_parameter(peer, helpers, "model.path", str(garbage)).successful
-    assert not transition(peer, helpers, Transition.TRANSITION_CONFIGURE)
-    second = values_of(diagnostics_matching(diagnostics, helpers,
-                                            **{"lifecycle.failed.configure": "2"}))
-    assert second["last_error"].startswith("configure failed: ")
-    assert second["lifecycle_state"] == "unconfigured"
-    assert str(garbage) in omni.log()  # configure read the new path
+    for count, breaks in enumerate(("garbage_tokenizer", "config_has_wrong_types"), start=2):
+        broken = broken_copy(good, tmp_path / breaks, breaks)
+        assert set_parameter(peer, helpers, "model.path", str(broken)).successful
+        assert not transition(peer, helpers, Transition.TRANSITION_CONFIGURE)
+        failed = values_of(diagnostics_matching(diagnostics, helpers,
+                                                **{"lifecycle.failed.configure": str(count)}))
+        assert failed["last_error"].startswith("configure failed: ")
+        assert failed["lifecycle_state"] == "unconfigured"
+        assert f"model.path {str(broken)!r}" in omni.log()  # configure read the new path
 
     assert set_parameter(peer, helpers, "model.path", good).successful
     assert transition(peer, helpers, Transition.TRANSITION_CONFIGURE)
