@@ -42,25 +42,26 @@ def pcm_to_float(chunk: PcmChunk, config: AudioInputConfig) -> np.ndarray:
     dtype = ENCODINGS.get(chunk.encoding)
     if dtype is None:
         raise InputError(f"audio chunk encoding {chunk.encoding!r} is not supported; "
-                         f"expected one of {sorted(ENCODINGS)}")
+                         f"expected one of {sorted(ENCODINGS)}", "encoding")
     if not config.min_sample_rate <= chunk.sample_rate <= config.max_sample_rate:
         raise InputError(f"audio chunk sample_rate {chunk.sample_rate} is out of range; expected "
-                         f"{config.min_sample_rate}..{config.max_sample_rate} Hz")
+                         f"{config.min_sample_rate}..{config.max_sample_rate} Hz", "sample_rate")
     if not 1 <= chunk.channels <= config.max_channels:
         raise InputError(f"audio chunk channels {chunk.channels} is out of range; expected "
-                         f"1..{config.max_channels}")
+                         f"1..{config.max_channels}", "channels")
     frame_bytes = dtype.itemsize * chunk.channels
     if len(chunk.data) == 0:
-        raise InputError("audio chunk data is empty; expected at least one frame")
+        raise InputError("audio chunk data is empty; expected at least one frame", "empty")
     if len(chunk.data) % frame_bytes:
         raise InputError(f"audio chunk data has {len(chunk.data)} bytes, not a whole number of "
-                         f"{chunk.channels}-channel {chunk.encoding} frames ({frame_bytes} bytes)")
+                         f"{chunk.channels}-channel {chunk.encoding} frames ({frame_bytes} bytes)",
+                         "size")
     raw = np.frombuffer(chunk.data, dtype=dtype).reshape(-1, chunk.channels)
     if chunk.encoding == "S16LE":
         return raw.astype(np.float32) / 32768.0
     if not np.isfinite(raw).all():
         raise InputError("audio chunk data contains NaN or infinite F32LE samples; "
-                         "expected finite floats in [-1, 1]")
+                         "expected finite floats in [-1, 1]", "not_finite")
     # out-of-range floats are clipped like a saturated ADC (and counted as clipping)
     return np.clip(raw, -1.0, 1.0).astype(np.float32, copy=False)
 

@@ -91,22 +91,26 @@ def test_clipping_fraction_is_measured():
     assert quiet == 0.0
 
 
-@pytest.mark.parametrize("chunk,field", [
-    (PcmChunk(np.array([np.nan, 0], "<f4").tobytes(), 16000, 1, "F32LE"), "NaN"),
-    (PcmChunk(np.array([np.inf, 0], "<f4").tobytes(), 16000, 1, "F32LE"), "NaN or infinite"),
-    (PcmChunk(b"\0\0", 16000, 1, "MP3"), "encoding 'MP3'"),
-    (PcmChunk(b"\0\0", 0, 1, "S16LE"), "sample_rate 0"),
-    (PcmChunk(b"\0\0", 10_000_000, 1, "S16LE"), "sample_rate 10000000"),
-    (PcmChunk(b"\0\0", 16000, 0, "S16LE"), "channels 0"),
-    (PcmChunk(b"", 16000, 1, "S16LE"), "empty"),
-    (PcmChunk(b"\0\0\0", 16000, 1, "S16LE"), "3 bytes"),
-    (PcmChunk(b"\0" * 6, 16000, 2, "S16LE"), "6 bytes"),
+@pytest.mark.parametrize("chunk,field,reason", [
+    (PcmChunk(np.array([np.nan, 0], "<f4").tobytes(), 16000, 1, "F32LE"), "NaN", "not_finite"),
+    (PcmChunk(np.array([np.inf, 0], "<f4").tobytes(), 16000, 1, "F32LE"), "NaN or infinite",
+     "not_finite"),
+    (PcmChunk(b"\0\0", 16000, 1, "MP3"), "encoding 'MP3'", "encoding"),
+    (PcmChunk(b"\0\0", 0, 1, "S16LE"), "sample_rate 0", "sample_rate"),
+    (PcmChunk(b"\0\0", 3999, 1, "S16LE"), "sample_rate 3999", "sample_rate"),
+    (PcmChunk(b"\0\0", 10_000_000, 1, "S16LE"), "sample_rate 10000000", "sample_rate"),
+    (PcmChunk(b"\0\0", 16000, 0, "S16LE"), "channels 0", "channels"),
+    (PcmChunk(b"\0" * 66, 16000, 33, "S16LE"), "channels 33", "channels"),
+    (PcmChunk(b"", 16000, 1, "S16LE"), "empty", "empty"),
+    (PcmChunk(b"\0\0\0", 16000, 1, "S16LE"), "3 bytes", "size"),
+    (PcmChunk(b"\0" * 6, 16000, 2, "S16LE"), "6 bytes", "size"),
 ])
-def test_bad_chunks_raise_input_error_and_stream_continues(chunk, field):
+def test_bad_chunks_raise_input_error_with_a_reason_and_stream_continues(chunk, field, reason):
     front_end = AudioFrontEnd()
     good = encode(tone(16000, 0.01, 300), "S16LE", 1)
     front_end.convert(PcmChunk(good, 16000))
-    with pytest.raises(InputError, match=field):
+    with pytest.raises(InputError, match=field) as raised:
         front_end.convert(chunk)
+    assert raised.value.reason == reason
     after = front_end.convert(PcmChunk(good, 16000))
     assert after.first_sample == 160 and len(after.samples) == 160
