@@ -41,6 +41,10 @@ class AudioInputConfig:
         1.0, "most silence inserted for one gap of lost microphone audio", units="s")
     clip_warning_fraction: float = described(
         0.01, "fraction of full-scale samples in a chunk that raises a clipping warning")
+    # A driver or publisher that dies mid-utterance sends no end of speech (microphone watchdog).
+    stall_timeout_s: float = described(
+        3.0, "an utterance with no microphone audio arriving for this long is abandoned",
+        units="s")
 
     def __post_init__(self) -> None:
         g = "audio"
@@ -55,6 +59,7 @@ class AudioInputConfig:
         _require(self.max_gap_fill_s >= 0, g, "max_gap_fill_s", self.max_gap_fill_s, ">= 0")
         _require(0 <= self.clip_warning_fraction <= 1, g, "clip_warning_fraction",
                  self.clip_warning_fraction, "a fraction in [0, 1]")
+        _require(self.stall_timeout_s > 0, g, "stall_timeout_s", self.stall_timeout_s, "> 0")
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,14 @@ class ImageConfig:
     max_age_s: float = described(
         2.0, "oldest camera frame, before the moment it is taken for, that a turn may use",
         units="s")
-    buffer_length: int = described(30, "camera frames kept (newest by stamp)")
+    buffer_length: int = described(30, "camera frames kept (the last ones to arrive)")
+    buffer_max_mb: float = described(
+        256.0, "memory the kept camera frames (RGB) may take; the oldest arrivals go first",
+        units="MiB")
+    # A sim-time reset, an NTP step or a skewed camera clock must not pin a stale frame.
+    max_future_s: float = described(
+        1.0, "camera frames stamped more than this after the clock are refused, and kept "
+        "ones dropped once the clock steps back behind them", units="s")
     # A frame known at speech start lets its image tokens (thousands of positions with anyres)
     # be prefilled while the user talks instead of after the endpoint.
     frame_at: str = described(
@@ -105,6 +117,8 @@ class ImageConfig:
     def __post_init__(self) -> None:
         _require(self.max_age_s > 0, "image", "max_age_s", self.max_age_s, "> 0")
         _require(self.buffer_length >= 1, "image", "buffer_length", self.buffer_length, ">= 1")
+        _require(self.buffer_max_mb > 0, "image", "buffer_max_mb", self.buffer_max_mb, "> 0")
+        _require(self.max_future_s >= 0, "image", "max_future_s", self.max_future_s, ">= 0")
         _require(self.frame_at in FRAME_MOMENTS, "image", "frame_at", self.frame_at,
                  f"one of {FRAME_MOMENTS}")
 

@@ -20,8 +20,9 @@ from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, InterruptPlay
                                              ResetHistory, StopWorker, TextTurn)
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.event_queue import EventQueue, start_dispatcher
-from stream_omni_ros.engine.events import (CANCEL_BARGE_IN, CANCEL_REQUESTED, CANCEL_RESET,
-                                           CANCEL_STOP, EngineEvent)
+from stream_omni_ros.engine.audio_watchdog import AudioWatchdog
+from stream_omni_ros.engine.events import (CANCEL_AUDIO_LOST, CANCEL_BARGE_IN, CANCEL_REQUESTED,
+                                           CANCEL_RESET, CANCEL_STOP, EngineEvent, InputWarning)
 from stream_omni_ros.engine.image_buffer import ImageBuffer, StampedImage, any_image_to_rgb
 from stream_omni_ros.engine.listener import (Listener, ListenerCommand, TurnExtras,
                                              UtteranceEnded)
@@ -60,13 +61,14 @@ class ConversationEngine:
         self._clock = clock
         self._stopped = False
         self._events = EventQueue(self.config.conversation.max_pending_events)
-        self.images = ImageBuffer(self.config.image)
+        self.images = ImageBuffer(self.config.image, clock)
         self._turn_ids = itertools.count(1)
         self._last_turn_id = 0
         self._audio_lock = threading.Lock()
         self._state_lock = threading.Lock()
         endpointer = Endpointer(self.config.vad, speech_probability or SileroVad())
         self._listener = Listener(self.config, endpointer, self._new_turn_id, clock)
+        self._watchdog = AudioWatchdog()
         self._commands: queue.Queue = queue.Queue()
         self._handle = WorkerHandle()
         self._worker = TurnWorker(responder, self.config, self._handle, self._events, self.images)
@@ -85,6 +87,7 @@ class ConversationEngine:
         self._check_running()
         with self._audio_lock:  # held while submitting too: commands keep the audio's order
             commands, warnings = self._listener.feed(chunk, self._handle.responding())
+            self._watchdog.heard(self._clock())
             for warning in warnings:
                 self._events.put(warning)
             self._submit(commands)
@@ -92,6 +95,11 @@ class ConversationEngine:
     def feed_image(self, rgb: np.ndarray, stamp: float, frame_id: str = "") -> None:
         """Store a camera frame; raises InputError on a bad image or stamp."""
         self.images.add(rgb, stamp, frame_id)
+        stale = self.images.take_discarded()
+        if stale:
+            self._events.put(InputWarning(None, "image_clock_step", (
+                f"{stale} kept camera frames were stamped after the clock, which stepped back; "
+                "they were dropped")))
 
     def request_turn(self, text: str | None = None, options: TurnOptions | None = None,
                      image: np.ndarray | None = None, image_stamp: float | None = None
@@ -122,6 +130,7 @@ class ConversationEngine:
         with self._audio_lock:
             self._submit(self._listener.open_turn(self._handle.responding(),
                                                   extras if given else None))
+            self._watchdog.heard(self._clock())  # the wait for audio starts at the press
             return self._listener.turn_id
 
     def submit_audio_turn(self, samples_16k_mono: np.ndarray,
@@ -149,6 +158,25 @@ class ConversationEngine:
         """Push-to-talk released: the utterance is complete, answer it."""
         with self._audio_lock:
             self._submit(self._listener.close_turn())
+
+    def check_audio_watchdog(self, now: float | None = None) -> int | None:
+        """Abandon the utterance if no audio came for audio.stall_timeout_s; its turn id or None.
+
+        Call it periodically (omni_node does, every state_period_s); `now` defaults to the
+        engine clock. The microphone stream is reset, and the turn ends with TurnCancelled
+        (reason audio_lost) after an InputWarning of kind audio_lost.
+        """
+        now = self._clock() if now is None else now
+        with self._audio_lock:
+            silent_s = self._watchdog.silent_for(now)
+            if self._listener.turn_id is None or silent_s < self.config.audio.stall_timeout_s:
+                return None
+            turn_id = self._listener.reset()
+        self._events.put(InputWarning(turn_id, CANCEL_AUDIO_LOST, (
+            f"no microphone audio for {silent_s:.1f} s in the middle of an utterance "
+            f"(audio.stall_timeout_s {self.config.audio.stall_timeout_s}): abandoned")))
+        self._commands.put(Abandoned(turn_id, CANCEL_AUDIO_LOST))
+        return turn_id
 
     # -- control -------------------------------------------------------------------------------
 

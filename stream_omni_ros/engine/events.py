@@ -16,6 +16,7 @@ CANCEL_BARGE_IN = "barge_in"
 CANCEL_REQUESTED = "cancel"
 CANCEL_RESET = "reset"
 CANCEL_STOP = "stop"
+CANCEL_AUDIO_LOST = "audio_lost"  # the microphone went silent mid-utterance (watchdog)
 
 
 @dataclass(frozen=True)
