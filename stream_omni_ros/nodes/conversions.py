@@ -59,6 +59,12 @@ PIXEL_FORMATS: dict[str, PixelFormat] = {
     "yuyv": PixelFormat("uint8", 2, "yuv422_yuy2"),
 }
 _YUV_FROM_RGB = {"yuv422": cv2.COLOR_RGB2YUV_UYVY, "yuv422_yuy2": cv2.COLOR_RGB2YUV_YUY2}
+# 16.8 megapixels (4096 x 4096) decode to 48 MiB of RGB: more than any robot camera sends.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers hold the frame size; C4 (DHT), C8 (JPG), CC (DAC) are not SOFs.
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_START_OF_SCAN = 0xDA
 
 
 @dataclass(frozen=True)
@@ -73,28 +79,78 @@ class _PackedImage:
     data: bytes
 
 
+def _jpeg_frame_size(data: memoryview) -> tuple[int, int] | None:
+    """(width, height) from the first start-of-frame segment of a JPEG stream, if any."""
+    pos = 2  # after the start-of-image marker
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 1 if marker == 0xFF else 2  # fill byte or a marker without a segment
+            continue
+        if marker in _JPEG_SOF_MARKERS:  # FF Cx, length, precision, height, width
+            if pos + 9 > len(data):
+                return None
+            return (int.from_bytes(data[pos + 7:pos + 9], "big"),
+                    int.from_bytes(data[pos + 5:pos + 7], "big"))
+        if marker == _JPEG_START_OF_SCAN:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
+
+
+def compressed_image_size(data: np.ndarray) -> tuple[int, int]:
+    """(width, height) read from a PNG or JPEG header without decoding; InputError otherwise."""
+    view = memoryview(np.ascontiguousarray(data, np.uint8))
+    size = None
+    if view[:8] == PNG_SIGNATURE:
+        if len(view) >= 24 and view[12:16] == b"IHDR":
+            size = int.from_bytes(view[16:20], "big"), int.from_bytes(view[20:24], "big")
+    elif view[:2] == b"\xff\xd8":
+        size = _jpeg_frame_size(view)
+    else:
+        raise InputError(f"CompressedImage.data ({len(view)} bytes) starts with "
+                         f"{bytes(view[:8]).hex()}: expected a JPEG or PNG stream", "format")
+    if size is None or 0 in size:
+        raise InputError(f"CompressedImage.data ({len(view)} bytes): its JPEG/PNG header gives "
+                         f"no image size ({size}); expected width and height > 0", "decode")
+    return size
+
+
 def _pixel_format(encoding: str, field: str) -> PixelFormat:
     if encoding not in PIXEL_FORMATS:
         raise InputError(f"{field} {encoding!r} is not supported: expected one of "
-                         f"{sorted(PIXEL_FORMATS)}")
+                         f"{sorted(PIXEL_FORMATS)}", "encoding")
     return PIXEL_FORMATS[encoding]
 
 
-def _packed(msg: Image) -> _PackedImage:
+def check_pixel_count(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Refuse an image of more than `max_pixels` pixels before any decoding (reason too_large)."""
+    if width * height > max_pixels:
+        raise InputError(f"{what} is {width}x{height} = {width * height} pixels: expected at "
+                         f"most {max_pixels} (image.max_pixels)", "too_large")
+
+
+def _packed(msg: Image, max_pixels: int) -> _PackedImage:
     """Check the layout fields of `msg` and strip its row padding."""
     fmt = _pixel_format(msg.encoding, "Image.encoding")
     if msg.height == 0 or msg.width == 0:
-        raise InputError(f"Image is empty: height={msg.height} width={msg.width}, expected > 0")
+        raise InputError(f"Image is empty: height={msg.height} width={msg.width}, expected > 0",
+                         "empty")
+    check_pixel_count(msg.width, msg.height, max_pixels, "Image")
     if fmt.channels == 2 and msg.width % 2:
-        raise InputError(f"Image.width {msg.width} is odd: {msg.encoding} packs pixel pairs")
+        raise InputError(f"Image.width {msg.width} is odd: {msg.encoding} packs pixel pairs",
+                         "odd_width")
     row_bytes = msg.width * fmt.bytes_per_pixel
     if msg.step < row_bytes:
         raise InputError(f"Image.step {msg.step} is too small: expected >= width * bytes per "
-                         f"pixel = {msg.width} * {fmt.bytes_per_pixel} = {row_bytes}")
+                         f"pixel = {msg.width} * {fmt.bytes_per_pixel} = {row_bytes}", "step")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != msg.step * msg.height:
         raise InputError(f"Image.data has {data.size} bytes: expected step * height = "
-                         f"{msg.step} * {msg.height} = {msg.step * msg.height}")
+                         f"{msg.step} * {msg.height} = {msg.step * msg.height}",
+                         "empty" if data.size == 0 else "size")
     rows = data.reshape(msg.height, msg.step)[:, :row_bytes]  # [H, row_bytes]
     return _PackedImage(msg.height, msg.width, fmt.decoder_name, int(bool(msg.is_bigendian)),
                         row_bytes, rows.tobytes())
@@ -113,9 +169,9 @@ def gray16_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray8[:, :, None], 3, axis=2)  # [H, W] -> [H, W, 3]
 
 
-def image_msg_to_rgb(msg: Image) -> np.ndarray:
+def image_msg_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a sensor_msgs/Image to uint8 RGB [height, width, 3]; InputError if malformed."""
-    packed = _packed(msg)
+    packed = _packed(msg, max_pixels)
     if PIXEL_FORMATS[msg.encoding].dtype == "uint16":
         rgb = gray16_to_rgb(np.asarray(_decode(packed, "passthrough")).reshape(
             msg.height, msg.width))
@@ -124,18 +180,25 @@ def image_msg_to_rgb(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
-def compressed_image_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (JPEG, PNG ...) to uint8 RGB [H, W, 3]."""
+def compressed_image_msg_to_rgb(msg: CompressedImage,
+                                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (JPEG or PNG) to uint8 RGB [H, W, 3].
+
+    The size written in the stream's header is checked against `max_pixels` before decoding,
+    so a small file that would decode to a huge image (a decompression bomb) costs nothing.
+    """
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
-        raise InputError(f"CompressedImage.data is empty (format {msg.format!r})")
+        raise InputError(f"CompressedImage.data is empty (format {msg.format!r})", "empty")
+    width, height = compressed_image_size(data)
+    check_pixel_count(width, height, max_pixels, "CompressedImage")
     if _CV_BRIDGE is not None:
         return np.ascontiguousarray(_CV_BRIDGE.compressed_imgmsg_to_cv2(msg, "rgb8"))
     # rosbags-image decodes with IMREAD_ANYCOLOR and then fails on grey PNGs; force colour.
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f"CompressedImage.data ({data.size} bytes, format {msg.format!r}) "
-                         "could not be decoded: expected a JPEG or PNG stream")
+                         "could not be decoded: expected a JPEG or PNG stream", "decode")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -1,6 +1,7 @@
 """The `~/converse` action of omni_node: one turn per goal, engine events as feedback."""
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -102,6 +103,11 @@ def goal_audio_to_samples(chunks: list[AudioChunk]) -> np.ndarray:
 
 def goal_to_turn_options(goal: Converse.Goal) -> TurnOptions:
     """Goal fields -> per-turn options; the goal's defaults (true, -1) keep the node's own."""
+    for name in ("temperature", "top_p"):  # NaN compares false and would pass as "default"
+        if not math.isfinite(getattr(goal, name)):
+            raise InputError(f"Converse goal {name} {getattr(goal, name)} is not a number; "
+                             "expected a finite value (negative: the node's default)",
+                             "not_finite")
     return TurnOptions(
         speak=None if goal.speak else False,
         use_camera=None if goal.use_camera else False,

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from stream_omni_ros.config_fields import described, described_factory
 from stream_omni_ros.errors import ConfigError
+from stream_omni_ros.nodes.conversions import DEFAULT_MAX_PIXELS
 
 AUDIO_OUT_ENCODINGS = ("F32LE", "S16LE")
 # Engine settings a user may change while the node runs (parameter callback -> reconfigure).
@@ -23,10 +24,16 @@ class ImageInputConfig:
     # Frames beyond this sustained rate are dropped (and counted) before any decoding work.
     max_rate_hz: float = described(
         30.0, "most camera frames decoded per second; a sustained excess is dropped", units="Hz")
+    # Checked from the message fields or the JPEG/PNG header before decoding (no pixel bombs).
+    max_pixels: int = described(
+        DEFAULT_MAX_PIXELS, "largest camera frame (width x height) decoded; larger frames "
+        "are dropped before decoding")
 
     def __post_init__(self) -> None:
         if self.max_rate_hz <= 0:
             raise ConfigError(f"image.max_rate_hz = {self.max_rate_hz}; expected > 0")
+        if self.max_pixels < 1:
+            raise ConfigError(f"image.max_pixels = {self.max_pixels}; expected >= 1")
 
 
 @dataclass(frozen=True)

@@ -8,40 +8,15 @@ from collections import Counter
 from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from sensor_msgs.msg import Image
 
 from stream_omni_ros.engine.events import TurnMetrics
-from stream_omni_ros.msg import AudioChunk
-from stream_omni_ros.nodes.audio_conversions import BYTES_PER_SAMPLE, MAX_SAMPLE_RATE
-from stream_omni_ros.nodes.conversions import PIXEL_FORMATS
+
+try:  # Iron and newer; Humble has the same classes in rclpy.qos_event
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:
+    from rclpy.qos_event import SubscriptionEventCallbacks
 
 DIAGNOSTIC_NAME = "stream_omni: omni_node"
-
-
-def audio_reject_reason(msg: AudioChunk) -> str:
-    """Short reason key for an audio message the engine refused (for the drop counters)."""
-    if msg.encoding not in BYTES_PER_SAMPLE:
-        return "encoding"
-    if not 0 < msg.sample_rate <= MAX_SAMPLE_RATE:
-        return "sample_rate"
-    if msg.channels < 1:
-        return "channels"
-    if len(msg.data) == 0:
-        return "empty"
-    if len(msg.data) % (BYTES_PER_SAMPLE[msg.encoding] * msg.channels):
-        return "size"
-    return "invalid"
-
-
-def image_reject_reason(msg: Image) -> str:
-    """Short reason key for an Image message that could not be used."""
-    if msg.encoding not in PIXEL_FORMATS:
-        return "encoding"
-    if msg.height == 0 or msg.width == 0 or len(msg.data) == 0:
-        return "empty"
-    if len(msg.data) != msg.step * msg.height:
-        return "size"
-    return "invalid"
 
 
 def process_memory_mb() -> float:
@@ -87,16 +62,28 @@ class InputCounters:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
 
-    def add(self, key: str) -> int:
-        """Count one message under `key` (e.g. "audio.dropped.encoding"); return the count."""
+    def add(self, key: str, amount: int = 1) -> int:
+        """Count `amount` messages under `key` (e.g. "audio.dropped.size"); return the total."""
         with self._lock:
-            self._counts[key] += 1
+            self._counts[key] += amount
             return self._counts[key]
 
     def snapshot(self) -> dict[str, int]:
         """A copy of every counter."""
         with self._lock:
             return dict(self._counts)
+
+
+def lost_message_counter(counters: InputCounters, source: str) -> SubscriptionEventCallbacks:
+    """Event callbacks that count messages the middleware lost before the subscription.
+
+    They land under `<source>.dropped.dds_lost` (best-effort samples that never arrived whole,
+    as the rmw reports them; a KEEP_LAST queue that overwrites unread samples is not reported).
+    """
+    def on_lost(info) -> None:
+        if info.total_count_change > 0:
+            counters.add(f"{source}.dropped.dds_lost", int(info.total_count_change))
+    return SubscriptionEventCallbacks(message_lost=on_lost)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -14,8 +15,7 @@ from stream_omni_ros.errors import InputError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.conversions import compressed_image_msg_to_rgb, image_msg_to_rgb
 from stream_omni_ros.nodes.omni_config import OmniNodeConfig
-from stream_omni_ros.nodes.omni_diagnostics import (InputCounters, audio_reject_reason,
-                                                    image_reject_reason)
+from stream_omni_ros.nodes.omni_diagnostics import InputCounters, lost_message_counter
 from stream_omni_ros.nodes.omni_publishers import time_msg_to_seconds
 
 # >= 1.5 s of 10 ms chunks: the engine may hold the audio lock briefly during a VAD step.
@@ -48,16 +48,25 @@ class InputAdapter:
         image_type = CompressedImage if config.image.compressed else Image
         image_callback = self.on_compressed_image if config.image.compressed else self.on_image
         self.subscriptions = [
-            node.create_subscription(AudioChunk, "audio/in", self.on_audio, AUDIO_IN_QOS,
-                                     callback_group=MutuallyExclusiveCallbackGroup()),
-            node.create_subscription(image_type, "image", image_callback, IMAGE_QOS,
-                                     callback_group=MutuallyExclusiveCallbackGroup())]
+            node.create_subscription(
+                AudioChunk, "audio/in", self.on_audio, AUDIO_IN_QOS,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+                event_callbacks=lost_message_counter(counters, "audio")),
+            node.create_subscription(
+                image_type, "image", image_callback, IMAGE_QOS,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+                event_callbacks=lost_message_counter(counters, "image"))]
+        # Steady time: a microphone that died stalls the utterance whatever the node clock does.
+        self._watchdog = node.create_timer(
+            config.state_period_s, self._engine.check_audio_watchdog,
+            MutuallyExclusiveCallbackGroup(), Clock(clock_type=ClockType.STEADY_TIME))
 
     def destroy(self) -> None:
-        """Stop listening: destroy the subscriptions (on deactivate)."""
+        """Stop listening: destroy the subscriptions and the watchdog (on deactivate)."""
         for subscription in self.subscriptions:
             self._node.destroy_subscription(subscription)
         self.subscriptions.clear()
+        self._node.destroy_timer(self._watchdog)
 
     def on_audio(self, msg: AudioChunk) -> None:
         """Hand a microphone chunk to the engine (VAD and turn-taking run there)."""
@@ -68,7 +77,7 @@ class InputAdapter:
         try:
             self._engine.feed_audio(audio_msg_to_pcm_chunk(msg))
         except InputError as error:
-            self._reject("audio", audio_reject_reason(msg), error)
+            self._reject("audio", error.reason, error)
             return
         self._counters.add("audio.accepted")
         if msg.sample_rate != MODEL_SAMPLE_RATE or msg.channels != 1:
@@ -83,18 +92,19 @@ class InputAdapter:
         if self._flooded():
             return
         try:
-            self._store(image_msg_to_rgb(msg), msg.header)
+            self._store(image_msg_to_rgb(msg, self._config.image.max_pixels), msg.header)
         except InputError as error:
-            self._reject("image", image_reject_reason(msg), error)
+            self._reject("image", error.reason, error)
 
     def on_compressed_image(self, msg: CompressedImage) -> None:
         """Decode a compressed camera frame and store it with its stamp."""
         if self._flooded():
             return
         try:
-            self._store(compressed_image_msg_to_rgb(msg), msg.header)
+            self._store(compressed_image_msg_to_rgb(msg, self._config.image.max_pixels),
+                        msg.header)
         except InputError as error:
-            self._reject("image", "empty" if len(msg.data) == 0 else "decode", error)
+            self._reject("image", error.reason, error)
 
     def _store(self, rgb, header) -> None:
         stamp = time_msg_to_seconds(header.stamp)

@@ -59,7 +59,8 @@ class ConversationServices:
             response.success = False
             response.message = (f"listen.mode is {mode!r}; ~/push_to_talk needs listen.mode "
                                  "push_to_talk")
-            self._node.get_logger().warning(response.message)
+            self._node.get_logger().warning(  # a stuck button must not flood the log
+                response.message, throttle_duration_sec=self._node.settings.log_throttle_s)
             return response
         if request.data:  # pressed: the utterance starts with the next audio/in sample
             turn_id = self._engine.open_turn()

@@ -17,7 +17,7 @@ from stream_omni_ros.nodes.conversions import rgb_to_image_msg
 
 
 def bad_audio() -> list[AudioChunk]:
-    """One chunk per defect: encoding, size, rate 0, empty data."""
+    """One chunk per defect: encoding, size, rate 0 and 3999 Hz, empty, 33 channels, NaN."""
     good = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
     unknown = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
     unknown.encoding = "U8"
@@ -25,9 +25,12 @@ def bad_audio() -> list[AudioChunk]:
     odd_size.data = bytes(odd_size.data)[:-1]
     rate_zero = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
     rate_zero.sample_rate = 0
+    rate_low = pcm_to_audio_msg(np.zeros(320, np.float32), 3999)
     empty = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
     empty.data = b""
-    return [good, unknown, odd_size, rate_zero, empty]
+    many_channels = pcm_to_audio_msg(np.zeros((10, 33), np.float32), 16000)
+    nan = pcm_to_audio_msg(np.full(320, np.nan, np.float32), 16000, encoding="F32LE")
+    return [good, unknown, odd_size, rate_zero, rate_low, empty, many_channels, nan]
 
 
 def unusual_audio() -> list[AudioChunk]:
@@ -38,7 +41,8 @@ def unusual_audio() -> list[AudioChunk]:
 
 
 def bad_images() -> list[Image]:
-    """Unknown encoding, data size that does not match step * height, odd-width YUV."""
+    """Unknown encoding, data size that does not match step * height, odd-width YUV, a step
+    shorter than a row, 20 megapixels."""
     rgb = np.zeros((8, 10, 3), np.uint8)
     unknown = rgb_to_image_msg(rgb)
     unknown.encoding = "weird16"
@@ -47,7 +51,11 @@ def bad_images() -> list[Image]:
     odd_yuv = rgb_to_image_msg(np.zeros((8, 9, 3), np.uint8))
     odd_yuv.encoding, odd_yuv.step = "yuv422", 18
     odd_yuv.data = bytes(18 * 8)
-    return [unknown, short, odd_yuv]
+    short_step = rgb_to_image_msg(rgb)
+    short_step.step, short_step.data = 20, bytes(20 * 8)
+    huge = rgb_to_image_msg(rgb)
+    huge.width, huge.height = 5000, 4000  # the fields alone refuse it: nothing is decoded
+    return [unknown, short, odd_yuv, short_step, huge]
 
 
 def publish_bad_input(audio, camera) -> None:
@@ -77,10 +85,12 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, h
     publish_bad_input(audio, camera)
 
     expected = {"audio.dropped.encoding": "1", "audio.dropped.size": "1",
-                "audio.dropped.sample_rate": "1", "audio.dropped.empty": "1",
+                "audio.dropped.sample_rate": "2", "audio.dropped.empty": "1",
+                "audio.dropped.channels": "1", "audio.dropped.not_finite": "1",
                 "audio.converted.8000hz_1ch": "1", "audio.converted.44100hz_1ch": "1",
                 "audio.converted.16000hz_2ch": "1", "image.dropped.encoding": "1",
-                "image.dropped.size": "1", "image.dropped.invalid": "1"}
+                "image.dropped.size": "1", "image.dropped.odd_width": "1",
+                "image.dropped.step": "1", "image.dropped.too_large": "1"}
 
     def counts() -> dict[str, str]:
         return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} \
@@ -89,14 +99,16 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, h
     def counted() -> bool:
         values = counts()
         return all(values.get(k) == v for k, v in expected.items()) and \
-            int(values.get("image.dropped.rate_limit", 0)) > 0
+            int(values.get("image.dropped.rate_limit", 0)) > 0 and \
+            not any(".invalid" in key for key in values)  # every drop says why
     try:
         helpers.wait_until(counted, 15, "the counts")
     except AssertionError:
         raise AssertionError(f"expected {expected} and rate_limit > 0; got {counts()}")
     assert diagnostics[-1].status[0].level == b"\x01"  # WARN: messages were dropped
     log = omni.log()
-    for reason in ("encoding", "size", "sample_rate", "empty", "rate_limit"):
+    for reason in ("encoding", "size", "sample_rate", "empty", "channels", "not_finite",
+                   "odd_width", "step", "too_large", "rate_limit"):
         assert f"({reason}, 1 so far)" in log, reason
     assert "weird16" in log and "U8" in log
 

@@ -1,6 +1,8 @@
 """Camera messages <-> RGB: every encoding round-trips; padding, byte order and bad input."""
 from __future__ import annotations
 
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -8,7 +10,9 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 
 from stream_omni_ros.errors import InputError
-from stream_omni_ros.nodes.conversions import (PIXEL_FORMATS, compressed_image_msg_to_rgb,
+from stream_omni_ros.nodes.conversions import (PIXEL_FORMATS, PNG_SIGNATURE,
+                                               compressed_image_msg_to_rgb,
+                                               compressed_image_size,
                                                image_msg_to_rgb, rgb_to_image_msg)
 
 LOSSLESS = ["rgb8", "bgr8", "rgba8", "bgra8", "8UC3"]
@@ -113,22 +117,26 @@ def good_message() -> Image:
     return rgb_to_image_msg(random_rgb(2, 4), "rgb8")
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"encoding": "32FC1"}, "Image.encoding"),
-    ({"encoding": "bayer_rggb8"}, "Image.encoding"),
-    ({"step": 11}, "Image.step"),
-    ({"data": bytes(23)}, "Image.data"),
-    ({"step": 13, }, "Image.data"),
-    ({"height": 0, "data": b"", }, "height=0"),
-    ({"width": 0}, "width=0"),
-    ({"encoding": "yuv422", "width": 3, "step": 6, "data": bytes(12)}, "Image.width"),
+@pytest.mark.parametrize("change,field,reason", [
+    ({"encoding": "32FC1"}, "Image.encoding", "encoding"),
+    ({"encoding": "bayer_rggb8"}, "Image.encoding", "encoding"),
+    ({"step": 11}, "Image.step", "step"),
+    ({"data": bytes(23)}, "Image.data", "size"),
+    ({"step": 13, }, "Image.data", "size"),
+    ({"data": b""}, "Image.data", "empty"),
+    ({"height": 0, "data": b"", }, "height=0", "empty"),
+    ({"width": 0}, "width=0", "empty"),
+    ({"encoding": "yuv422", "width": 3, "step": 6, "data": bytes(12)}, "Image.width",
+     "odd_width"),
+    ({"width": 5000, "height": 4000, "step": 15000}, "5000x4000", "too_large"),
 ])
-def test_bad_messages_name_the_field(change, field):
+def test_bad_messages_name_the_field_and_the_reason(change, field, reason):
     msg = good_message()
     for name, value in change.items():
         setattr(msg, name, value)
-    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+    with pytest.raises(InputError, match=field.replace(".", r"\.")) as raised:
         image_msg_to_rgb(msg)
+    assert raised.value.reason == reason
 
 
 def test_bad_arrays_are_rejected_when_encoding():
@@ -164,7 +172,50 @@ def test_grey_png_decodes_to_three_channels():
     np.testing.assert_array_equal(out, np.repeat(grey[:, :, None], 3, axis=2))
 
 
-@pytest.mark.parametrize("data", [b"", b"not an image at all"])
-def test_bad_compressed_images_raise_input_error(data):
-    with pytest.raises(InputError, match="CompressedImage.data"):
+@pytest.mark.parametrize("data,reason", [
+    (b"", "empty"), (b"not an image at all", "format"), (b"GIF89a" + bytes(20), "format"),
+    (b"\xff\xd8\xff\xda" + bytes(20), "decode"),  # scan before any frame header
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "decode"),  # cut off before the frame header
+    (PNG_SIGNATURE + bytes(8), "decode"),
+])
+def test_bad_compressed_images_raise_input_error(data, reason):
+    with pytest.raises(InputError, match="CompressedImage.data") as raised:
         compressed_image_msg_to_rgb(CompressedImage(format="jpeg", data=data))
+    assert raised.value.reason == reason
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC of type + body."""
+    return (len(body).to_bytes(4, "big") + kind + body
+            + zlib.crc32(kind + body).to_bytes(4, "big"))
+
+
+def grey_png_bomb(width: int, height: int) -> bytes:
+    """A valid 8-bit grey PNG of black rows: a few hundred KB that decode to width x height."""
+    squeeze = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0, then the pixels
+    idat = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return (PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_refused_from_its_header_before_decoding():
+    bomb = grey_png_bomb(12000, 12000)
+    assert len(bomb) < 200_000  # 140 KB that would decode to 412 MiB of RGB
+    assert compressed_image_size(np.frombuffer(bomb, np.uint8)) == (12000, 12000)
+    with pytest.raises(InputError, match="12000x12000") as raised:
+        compressed_image_msg_to_rgb(CompressedImage(format="png", data=bomb))
+    assert raised.value.reason == "too_large"
+
+
+@pytest.mark.parametrize("fmt", [".png", ".jpg"])
+def test_header_size_matches_the_encoded_image_and_the_pixel_limit_applies(fmt):
+    bgr = np.random.default_rng(1).integers(0, 256, (23, 37, 3), np.uint8)
+    data = cv2.imencode(fmt, bgr)[1]
+    assert compressed_image_size(data) == (37, 23)
+    msg = CompressedImage(format=fmt[1:], data=data.tobytes())
+    assert compressed_image_msg_to_rgb(msg, max_pixels=37 * 23).shape == (23, 37, 3)
+    with pytest.raises(InputError, match="37x23") as raised:
+        compressed_image_msg_to_rgb(msg, max_pixels=37 * 23 - 1)
+    assert raised.value.reason == "too_large"
