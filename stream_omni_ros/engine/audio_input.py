@@ -56,6 +56,10 @@ def pcm_to_float(chunk: PcmChunk, config: AudioInputConfig) -> np.ndarray:
         raise InputError(f"audio chunk data has {len(chunk.data)} bytes, not a whole number of "
                          f"{chunk.channels}-channel {chunk.encoding} frames ({frame_bytes} bytes)",
                          "size")
+    duration_s = len(chunk.data) / frame_bytes / chunk.sample_rate
+    if duration_s > config.max_chunk_s:
+        raise InputError(f"audio chunk holds {duration_s:.2f} s of audio; expected at most "
+                         f"audio.max_chunk_s = {config.max_chunk_s} s per chunk", "too_long")
     raw = np.frombuffer(chunk.data, dtype=dtype).reshape(-1, chunk.channels)
     if chunk.encoding == "S16LE":
         return raw.astype(np.float32) / 32768.0

@@ -31,6 +31,9 @@ class AudioInputConfig:
         units="Hz")
     max_channels: int = described(
         32, "most interleaved microphone channels accepted (they are averaged to mono)")
+    # Bounds the bytes one chunk may make the front end convert (a driver sends ~20 ms).
+    max_chunk_s: float = described(
+        2.0, "longest microphone chunk accepted; longer chunks are rejected", units="s")
     resample_quality: str = described(
         "HQ", "soxr quality of the resampling to 16 kHz: QQ, LQ, MQ, HQ or VHQ")
     # Stamps from a driver jitter by a few ms; only larger holes count as lost audio.
@@ -53,6 +56,7 @@ class AudioInputConfig:
         _require(self.max_sample_rate >= 16000, g, "max_sample_rate", self.max_sample_rate,
                  "an integer >= 16000")
         _require(self.max_channels >= 1, g, "max_channels", self.max_channels, ">= 1")
+        _require(self.max_chunk_s > 0, g, "max_chunk_s", self.max_chunk_s, "> 0")
         _require(self.resample_quality in RESAMPLE_QUALITIES, g, "resample_quality",
                  self.resample_quality, f"one of {RESAMPLE_QUALITIES}")
         _require(self.gap_tolerance_s >= 0, g, "gap_tolerance_s", self.gap_tolerance_s, ">= 0")

@@ -17,7 +17,8 @@ from stream_omni_ros.nodes.conversions import rgb_to_image_msg
 
 
 def bad_audio() -> list[AudioChunk]:
-    """One chunk per defect: encoding, size, rate 0 and 3999 Hz, empty, 33 channels, NaN."""
+    """One chunk per defect: encoding, size, rate 0 and 3999 Hz, empty, 33 channels, NaN,
+    3 s in one chunk."""
     good = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
     unknown = pcm_to_audio_msg(np.zeros(320, np.float32), 16000)
     unknown.encoding = "U8"
@@ -30,7 +31,8 @@ def bad_audio() -> list[AudioChunk]:
     empty.data = b""
     many_channels = pcm_to_audio_msg(np.zeros((10, 33), np.float32), 16000)
     nan = pcm_to_audio_msg(np.full(320, np.nan, np.float32), 16000, encoding="F32LE")
-    return [good, unknown, odd_size, rate_zero, rate_low, empty, many_channels, nan]
+    too_long = pcm_to_audio_msg(np.zeros(48000, np.float32), 16000)
+    return [good, unknown, odd_size, rate_zero, rate_low, empty, many_channels, nan, too_long]
 
 
 def unusual_audio() -> list[AudioChunk]:
@@ -87,6 +89,7 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, h
     expected = {"audio.dropped.encoding": "1", "audio.dropped.size": "1",
                 "audio.dropped.sample_rate": "2", "audio.dropped.empty": "1",
                 "audio.dropped.channels": "1", "audio.dropped.not_finite": "1",
+                "audio.dropped.too_long": "1",
                 "audio.converted.8000hz_1ch": "1", "audio.converted.44100hz_1ch": "1",
                 "audio.converted.16000hz_2ch": "1", "image.dropped.encoding": "1",
                 "image.dropped.size": "1", "image.dropped.odd_width": "1",
@@ -108,7 +111,7 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, h
     assert diagnostics[-1].status[0].level == b"\x01"  # WARN: messages were dropped
     log = omni.log()
     for reason in ("encoding", "size", "sample_rate", "empty", "channels", "not_finite",
-                   "odd_width", "step", "too_large", "rate_limit"):
+                   "too_long", "odd_width", "step", "too_large", "rate_limit"):
         assert f"({reason}, 1 so far)" in log, reason
     assert "weird16" in log and "U8" in log
 

@@ -104,6 +104,7 @@ def test_clipping_fraction_is_measured():
     (PcmChunk(b"", 16000, 1, "S16LE"), "empty", "empty"),
     (PcmChunk(b"\0\0\0", 16000, 1, "S16LE"), "3 bytes", "size"),
     (PcmChunk(b"\0" * 6, 16000, 2, "S16LE"), "6 bytes", "size"),
+    (PcmChunk(b"\0" * 64002, 16000, 1, "S16LE"), "2.00 s", "too_long"),
 ])
 def test_bad_chunks_raise_input_error_with_a_reason_and_stream_continues(chunk, field, reason):
     front_end = AudioFrontEnd()
