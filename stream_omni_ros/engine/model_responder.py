@@ -20,6 +20,7 @@ from stream_omni_ros.model.generation import (GenerationConfig, GenerationReques
                                               PreparedTurn, StreamOmniGenerator)
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
 from stream_omni_ros.model.tokens import DEFAULT_SYSTEM_PROMPT, ChatMessage
+from stream_omni_ros.model.unit_stream import UnitStream, UnitWindowConfig
 from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder
 from stream_omni_ros.vocoder.streaming import StreamingConfig, StreamingSynthesizer
 
@@ -43,9 +44,12 @@ class StreamOmniResponder:
     def __init__(self, generator: StreamOmniGenerator, speech_tokenizer: SpeechTokenizer,
                  vocoder: CosyVoiceVocoder | None = None,
                  generation: GenerationConfig = GenerationConfig(),
-                 streaming: StreamingConfig = StreamingConfig()) -> None:
+                 streaming: StreamingConfig = StreamingConfig(),
+                 unit_windows: UnitWindowConfig = UnitWindowConfig()) -> None:
         self.generator = generator
         self.speech_tokenizer = speech_tokenizer
+        # Partial and final transcripts of one utterance share its already tokenized windows.
+        self.unit_stream = UnitStream(speech_tokenizer, unit_windows)
         self.vocoder = vocoder
         self.generation = generation
         self.streaming = streaming
@@ -66,7 +70,7 @@ class StreamOmniResponder:
     def prepare(self, history: tuple[HistoryTurn, ...], system_prompt: str,
                 image: np.ndarray | None = None) -> None:
         """Prefill system prompt, history, user header and image for the coming speech turn."""
-        self.reset()
+        self.reset()  # a new utterance begins
         request = GenerationRequest(self._speech_in_kind(), images=() if image is None else
                                     (image,), history=history_to_messages(history),
                                     config=self._config(system_prompt))
@@ -77,7 +81,7 @@ class StreamOmniResponder:
         """Units of the speech so far through the prepared turn's bottom stack and CTC head."""
         if self._prepared is None:
             self.prepare((), "")
-        units = self.speech_tokenizer.waveform_to_units(audio)
+        units = self.unit_stream.units(audio)
         return self._prepared.feed_units([int(u) for u in units])
 
     def count_tokens(self, text: str) -> int:
@@ -85,17 +89,19 @@ class StreamOmniResponder:
         return len(self.generator.tokenizer.encode(text, add_special_tokens=False))
 
     def reset(self) -> None:
-        """Free the prepared turn's caches."""
+        """Free the prepared turn's caches and forget the utterance's units."""
         if self._prepared is not None and not self._prepared.used:
             self._prepared.release()
         self._prepared = self._prepared_for = None
+        self.unit_stream.reset()
 
     def begin_turn(self, request: TurnRequest) -> Iterator[ResponderOutput]:
         """Generate the answer; text and audio pieces interleave as the model produces them."""
         speak = request.speak and self.vocoder is not None
         if request.audio is not None:
             kind = "speech_to_speech" if speak else "speech_to_text"
-            units = [int(u) for u in self.speech_tokenizer.waveform_to_units(request.audio)]
+            units = [int(u) for u in self.unit_stream.units(request.audio)]
+            self.unit_stream.reset()  # the utterance is answered; the next one starts afresh
             content = {"units": units}
         else:
             kind = "text_to_speech" if speak else "text_to_text"

@@ -14,13 +14,14 @@ from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (ResponseDelta, SpeechChunk, TranscriptFinal,
                                            TranscriptPartial, TurnCancelled, TurnFinished)
 from stream_omni_ros.engine.model_responder import StreamOmniResponder
-from stream_omni_ros.engine.responder import (AudioPiece, Done, TextPiece, TurnOptions,
-                                              TurnRequest)
+from stream_omni_ros.engine.responder import (AudioPiece, Done, TextPiece, Transcript,
+                                              TurnOptions, TurnRequest)
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
 from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer
+from stream_omni_ros.model.unit_stream import UnitWindowConfig
 from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
 from stream_omni_ros.vocoder.tiny_cosyvoice import write_tiny_cosyvoice
 
@@ -116,6 +117,35 @@ def test_partial_transcript_matches_the_final_one_for_the_same_audio(tiny_parts,
     outputs = list(responder.begin_turn(_speech_request(speech)))
     assert outputs[0].text == partial
     assert outputs[-1].text_tokens <= 4
+
+
+def test_the_final_transcript_tokenizes_only_the_tail_after_partials(tiny_parts, speak,
+                                                                      tmp_path):
+    generator, _, _ = tiny_parts
+    calls: list[int] = []
+
+    class Recording(SpeechTokenizer):
+        def waveform_to_units(self, wave_16k):
+            calls.append(len(wave_16k))
+            return super().waveform_to_units(wave_16k)
+
+    tokenizer = Recording(write_tiny_speech_tokenizer(tmp_path / "cosyvoice"))
+    windows = UnitWindowConfig()
+    responder = StreamOmniResponder(generator, tokenizer, None,
+                                    GenerationConfig(max_new_tokens=2), unit_windows=windows)
+    speech = np.tile(speak("Please bring me the blue box from the kitchen table."), 4)
+    responder.prepare((), "")
+    for end in range(8000, speech.size, 8000):  # a partial transcript every 0.5 s
+        responder.transcribe_partial(speech[:end])
+    calls.clear()
+    outputs = list(responder.begin_turn(_speech_request(speech)))
+    assert speech.size > 2 * windows.window_samples
+    assert 0 < sum(calls) <= 2 * windows.window_samples  # not the whole utterance again
+    whole = list(StreamOmniResponder(generator, tokenizer, None, GenerationConfig(
+        max_new_tokens=2), unit_windows=UnitWindowConfig(hop_s=0)).begin_turn(
+            _speech_request(speech)))
+    assert isinstance(outputs[0], Transcript) and isinstance(whole[0], Transcript)
+    assert calls[-1] == speech.size  # hop_s = 0: the whole utterance in one call
 
 
 def _speech_request(audio: np.ndarray):
