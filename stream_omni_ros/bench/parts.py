@@ -21,7 +21,7 @@ from stream_omni_ros.model.compiled import CompiledDecodeConfig
 from stream_omni_ros.model.generation import StreamOmniGenerator
 from stream_omni_ros.model.random_weights import build_full
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer, providers_for_device
-from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
+from stream_omni_ros.model.readable_checkpoint import write_readable_checkpoint
 from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer
 from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
 from stream_omni_ros.vocoder.flow import Flow, FlowConfig
@@ -62,8 +62,8 @@ def build_parts(config: BenchConfig, folder: Path) -> BenchParts:
     tokenizer = SpeechTokenizer(write_tiny_speech_tokenizer(folder / "cosyvoice"),
                                 providers_for_device(device))
     if config.size == "tiny":
-        checkpoint = write_tiny_checkpoint(folder / "stream_omni", variant="anyres",
-                                           seed=config.seed)
+        # The real Llama-3 tokenizer, so that text streams as it would (no held-back bytes).
+        checkpoint = write_readable_checkpoint(folder / "stream_omni", seed=config.seed)
         loaded = load_stream_omni(str(checkpoint), LoadOptions(
             device=device, dtype=config.model_dtype, local_files_only=True))
         vocoder = CosyVoiceVocoder.load(

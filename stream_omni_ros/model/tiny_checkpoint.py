@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "norope": ({"rope_scaling": None}, ()),
     "fullvocab": ({}, ("text_vocab_size",)),  # Corrections 1: six matrices of vocab_size rows
     "novision": ({}, VISION_FIELDS),
+    # the real 4096-unit codebook, for a speech tokenizer of the real size
+    "units4096": ({"audio_vocab_size": 4096, "vocab_size": 272 + 4096}, ()),
 }
 GENERATION_CONFIG = {"bos_token_id": 256, "eos_token_id": [257, 264, 265], "do_sample": True,
                      "temperature": 0.6, "top_p": 0.9}

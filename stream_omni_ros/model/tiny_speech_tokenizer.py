@@ -85,7 +85,8 @@ def _weights(rng: np.random.Generator, shape: TokenizerShape) -> dict[str, np.nd
                         p + "attn.out": normal(width, width),
                         p + "ln2.weight": np.ones(width, np.float32),
                         p + "ln2.bias": np.zeros(width, np.float32),
-                        p + "mlp.fc1": normal(width, hidden), p + "mlp.fc2": normal(hidden, width)})
+                        p + "mlp.fc1": normal(width, hidden),
+                        p + "mlp.fc2": normal(hidden, width)})
         if shape.biases:  # the key projection has no bias in the real encoder
             for name, size in (("attn.q", width), ("attn.v", width), ("attn.out", width),
                                ("mlp.fc1", hidden), ("mlp.fc2", width)):

@@ -45,8 +45,9 @@ TINY_BANNER = """\
  demo only shows that every part runs and streams. For real answers pass
  --model-path <stream-omni-8b folder> --cosyvoice-path <CosyVoice-300M-25Hz folder>.
 ======================================================================================"""
-# An untrained model rarely stops on its own: bound the tiny answer to keep the demo short.
-TINY_GENERATION = {"generation.max_new_tokens": 40, "generation.max_new_units": 250}
+# An untrained model rarely stops on its own: bound the tiny answer to 6 s of speech; the text
+# budget outlasts it, so text keeps leading the speech to the end.
+TINY_GENERATION = {"generation.max_new_tokens": 80, "generation.max_new_units": 150}
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def prepare_outputs(config: DemoConfig) -> tuple[dict[str, object], bool]:
     if not model_path:
         from stream_omni_ros.tiny_assets import ensure_tiny_assets
 
-        assets, tiny = ensure_tiny_assets(), True
+        assets, tiny = ensure_tiny_assets(kind="demo"), True
         model_path, cosyvoice_path = str(assets.model_path), str(assets.cosyvoice_path)
         print(f"tiny assets: {assets.root} ({'reused' if assets.reused else 'written'})")
     device, dtype = resolve_device(config.device, config.dtype)

@@ -1,5 +1,6 @@
 """`stream-omni-ros demo` end to end in a subprocess, with the tiny random model."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,20 +18,27 @@ def run_cli(args: list[str], cache: Path, timeout_s: float) -> subprocess.Comple
                           env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
-def test_tiny_demo_answers_and_verifies_its_outputs(tmp_path, tiny_assets):
+def test_tiny_demo_answers_and_verifies_its_outputs(tmp_path, demo_assets):
     out = tmp_path / "out"
-    result = run_cli(["demo", "--out", str(out), "--device", "cpu"], tiny_assets.root.parent,
+    result = run_cli(["demo", "--out", str(out), "--device", "cpu"], demo_assets.root.parent,
                      150)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "TINY RANDOM WEIGHTS" in result.stdout and "MEANINGLESS" in result.stdout
-    assert f"{tiny_assets.root} (reused)" in result.stdout
+    assert f"{demo_assets.root} (reused)" in result.stdout
     assert "heard (final" in result.stdout and "response delta" in result.stdout
+    response = re.search(r"response final .*\): '(.*)'$", result.stdout, re.MULTILINE)
+    assert response is not None, result.stdout
+    words = response.group(1).split()  # readable words of the real tokenizer, no byte soup
+    assert len(words) >= 10 and all(word.isalpha() for word in words), response.group(1)
+    lines = result.stdout.splitlines()
+    first_audio = next(i for i, line in enumerate(lines) if "first audio chunk" in line)
+    assert sum("response delta" in line for line in lines[:first_audio]) >= 3  # text leads
     assert result.stdout.count("[PASS]") == 4 and "[FAIL]" not in result.stdout
     assert "DEMO OK" in result.stdout
     answers = sorted(out.glob("turn_*.wav"))
     assert len(answers) == 1
     info = soundfile.info(str(answers[0]))
-    assert info.samplerate == 22050 and info.frames > 0
+    assert info.samplerate == 22050 and info.duration > 3.0  # seconds of speech
     question = soundfile.info(str(out / "question.wav"))
     assert question.samplerate == 16000 and question.duration > 1.0
     scene = cv2.imread(str(out / "scene.png"))  # BGR

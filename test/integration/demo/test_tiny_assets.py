@@ -51,3 +51,25 @@ def test_building_a_set_removes_sets_unused_for_a_week(tmp_path):
     os.utime(assets.root, (week_ago, week_ago))
     assert ensure_tiny_assets(tmp_path, version="new").reused  # a use marks the set fresh
     assert prune_stale_sets(tmp_path, keep=tmp_path / "tiny-recent") == []
+
+
+def test_sets_of_every_kind_are_pruned_and_unknown_kinds_refused(tmp_path):
+    import os
+    import time
+
+    import pytest
+
+    from stream_omni_ros.errors import ConfigError
+    from stream_omni_ros.tiny_assets import STALE_AFTER_S, prune_stale_sets
+
+    week_ago = time.time() - STALE_AFTER_S - 60
+    for name in ("demo-stale", "tokenizer-full-stale", ".demo-stale-build", "demo-recent"):
+        (tmp_path / name).mkdir()
+    for name in ("demo-stale", "tokenizer-full-stale", ".demo-stale-build"):
+        os.utime(tmp_path / name, (week_ago, week_ago))
+    prune_stale_sets(tmp_path, keep=tmp_path / "demo-recent")
+    assert [p.name for p in tmp_path.iterdir()] == ["demo-recent"]
+    with pytest.raises(ConfigError, match="kind"):
+        ensure_tiny_assets(tmp_path, kind="huge")
+    with pytest.raises(ConfigError, match="ensure_full_speech_tokenizer"):
+        ensure_tiny_assets(tmp_path, kind="tokenizer-full")

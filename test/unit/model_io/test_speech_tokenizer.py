@@ -106,3 +106,22 @@ def test_a_provider_that_does_not_load_is_logged_and_cpu_runs(tiny_tokenizer_pat
         tokenizer = SpeechTokenizer(tiny_tokenizer_path, [cuda, "CPUExecutionProvider"])
     assert tokenizer.providers == ("CPUExecutionProvider",)
     assert "asked for CUDAExecutionProvider but runs on ['CPUExecutionProvider']" in caplog.text
+
+
+def test_full_shape_is_the_real_v1_encoder_and_its_structure_runs(tmp_path):
+    from dataclasses import replace
+
+    import onnx
+
+    from stream_omni_ros.model.tiny_speech_tokenizer import FULL_SHAPE, build_speech_tokenizer
+
+    # CosyVoice speech_tokenizer_v1 (25 Hz): 1280 wide, 20 heads, 6 blocks, MLP x4, 4096 units.
+    assert (FULL_SHAPE.width, FULL_SHAPE.heads, FULL_SHAPE.layers, FULL_SHAPE.mlp_ratio,
+            FULL_SHAPE.codebook_size, FULL_SHAPE.positions) == (1280, 20, 6, 4, 4096, 1500)
+    small = replace(FULL_SHAPE, width=80, heads=4, layers=2, codebook_size=64)
+    path = tmp_path / "small_full.onnx"
+    onnx.save(build_speech_tokenizer(small), str(path))
+    tokenizer = SpeechTokenizer(path)
+    units = tokenizer.waveform_to_units(speech_like(3 * RATE))
+    assert units.size == units_for_samples(3 * RATE) and units.max() < 64
+    assert len(set(units.tolist())) > 5  # the units follow the sound, not one entry for all
