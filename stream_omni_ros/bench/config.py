@@ -22,6 +22,7 @@ class BenchConfig:
     vocoder_dtype: str = ""  # empty: the runtime's cosyvoice.dtype default (fp32)
     turns: int = 5
     # Fixed response lengths (stop ids ignored) so that runs compare; 150 units = 6 s of speech.
+    # The text stops earlier when the speech ends first: it advances on the CTC head's triggers.
     text_tokens: int = 40
     units: int = 150
     vocoder_steps: int = 10  # CFM Euler steps (production value)

@@ -30,7 +30,7 @@ TURN_TIMEOUT_S = 300.0
 
 
 def fixed_generation(config: BenchConfig) -> GenerationConfig:
-    """Fixed response lengths: stop ids ignored, exactly text_tokens tokens and units units."""
+    """Fixed lengths: stop ids ignored, units units and at most text_tokens text tokens."""
     return GenerationConfig(max_new_tokens=config.text_tokens, max_new_units=config.units,
                             ignore_stop_ids=True, mask_units=True, seed=config.seed)
 

@@ -95,8 +95,9 @@ def markdown(result: BenchResult) -> str:
     head = [f"# stream-omni-ros bench: {c.size} model on {result.device_name} "
             f"({c.model_dtype}, vocoder {c.flow_dtype})", "",
             f"{c.turns} spoken turns with a {c.image_width}x{c.image_height} image (engine: "
-            f"frame at {c.frame_at.replace('_', ' ')}); fixed answers of {c.text_tokens} text "
-            f"tokens and {c.units} units ({c.units / 25:.1f} s); p50/p95 over turns.", ""]
+            f"frame at {c.frame_at.replace('_', ' ')}); fixed answers of {c.units} units "
+            f"({c.units / 25:.1f} s) and at most {c.text_tokens} text tokens; p50/p95 over "
+            "turns.", ""]
     sections = [turn_table(result), target_table(result.targets),
                 figure_table("model steps and baselines (b), (c)", result.steps),
                 figure_table("vocoder", result.vocoder),

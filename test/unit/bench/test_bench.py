@@ -42,9 +42,10 @@ def test_json_has_every_turn_and_figure(bench_out):
     for name in ("endpoint_to_transcript_s", "endpoint_to_first_text_s",
                  "endpoint_to_first_audio_s", "total_s", "text_tokens_per_s"):
         assert 0 < engine[name]["p50"] <= engine[name]["p95"], name
-    # fixed response lengths: 60 units -> 2.4 s of 22050 Hz audio in every turn of every path
+    # fixed response lengths: 60 units -> 2.4 s of 22050 Hz audio in every turn of every path;
+    # the text leads by 3 tokens and then advances on CTC triggers, up to its 12-token limit
     for turn in result["turns"]["engine"] + result["turns"]["reference"]:
-        assert turn["text_tokens"] == 12 and turn["audio_s"] == pytest.approx(2.4, abs=0.05)
+        assert 3 <= turn["text_tokens"] <= 12 and turn["audio_s"] == pytest.approx(2.4, abs=0.05)
     # streaming: the engine's first audio comes before its turn ends; the reference's does not
     first = engine["endpoint_to_first_audio_s"]["p50"]
     assert first < engine["total_s"]["p50"]
