@@ -45,8 +45,8 @@ TINY_BANNER = """\
  demo only shows that every part runs and streams. For real answers pass
  --model-path <stream-omni-8b folder> --cosyvoice-path <CosyVoice-300M-25Hz folder>.
 ======================================================================================"""
-# An untrained model rarely stops on its own: bound the tiny answer to 6 s of speech; the text
-# budget outlasts it, so text keeps leading the speech to the end.
+# An untrained model rarely stops on its own: bound the tiny answer to 6 s of speech and about
+# as much text as the CTC head's triggers produce in that time.
 TINY_GENERATION = {"generation.max_new_tokens": 80, "generation.max_new_units": 150}
 
 
