@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import soxr
 
+from stream_omni_ros.dependencies import require_module
 from stream_omni_ros.engine.config import AudioInputConfig
 from stream_omni_ros.errors import InputError
 
@@ -84,11 +84,12 @@ class AudioFrontEnd:
 
     def __init__(self, config: AudioInputConfig | None = None) -> None:
         self.config = config or AudioInputConfig()
+        self._soxr = require_module("soxr", "the audio front end resamples to 16 kHz with it")
         self.reset()
 
     def reset(self) -> None:
         """Forget the stream: timeline restarts at sample 0, no gap is reported next."""
-        self._resampler: soxr.ResampleStream | None = None
+        self._resampler = None  # a soxr.ResampleStream while the rate is not 16 kHz
         self._rate = 0
         self._samples_out = 0  # 16 kHz samples emitted so far (the timeline)
         self._input_s = 0.0  # seconds of source audio received since the anchor
@@ -147,7 +148,7 @@ class AudioFrontEnd:
             tail = self._drain()
             self._rate = rate
             if rate != MODEL_SAMPLE_RATE:
-                self._resampler = soxr.ResampleStream(
+                self._resampler = self._soxr.ResampleStream(
                     rate, MODEL_SAMPLE_RATE, 1, dtype="float32",
                     quality=self.config.resample_quality)
         if self._resampler is None:

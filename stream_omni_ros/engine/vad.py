@@ -8,6 +8,7 @@ from typing import Callable, Union
 
 import numpy as np
 
+from stream_omni_ros.dependencies import require_module
 from stream_omni_ros.engine.config import VadConfig
 
 SAMPLE_RATE = 16000
@@ -18,8 +19,9 @@ class SileroVad:
     """Speech probability of consecutive 512-sample frames at 16 kHz (silero-vad ONNX, CPU)."""
 
     def __init__(self) -> None:
-        import silero_vad
         import torch
+
+        silero_vad = require_module("silero_vad", "voice activity detection needs it")
 
         self._torch = torch
         with warnings.catch_warnings():

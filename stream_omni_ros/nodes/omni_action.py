@@ -9,13 +9,13 @@ import traceback
 from typing import Callable
 
 import numpy as np
-import soxr
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.action import Converse
+from stream_omni_ros.dependencies import require_module
 from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (EngineError, EngineEvent, ResponseDelta, SpeechChunk,
@@ -80,6 +80,7 @@ class TurnRouter:
 
 def goal_audio_to_samples(chunks: list[AudioChunk]) -> np.ndarray:
     """Goal audio chunks (any rate, layout, encoding) -> one 16 kHz mono float32 utterance."""
+    soxr = require_module("soxr", "Converse goal audio is resampled to 16 kHz with it")
     pieces: list[np.ndarray] = []
     run: list[np.ndarray] = []  # mono chunks of one sample rate, resampled together
     rate = 0
