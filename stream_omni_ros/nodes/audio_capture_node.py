@@ -1,7 +1,9 @@
 """audio_capture_node: a microphone (PortAudio via pyaudio) published as S16LE AudioChunks.
 
 Each chunk's stamp is the node-clock time of its first sample. Stamps advance by the sample
-count, so they do not jitter with callback scheduling (see SampleClock).
+count, so they do not jitter with callback scheduling (see SampleClock). Under use_sim_time the
+node clock reads 0 until the first /clock message: audio captured before then has no time, so it
+is dropped (logged once) rather than stamped.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from rclpy.time import Time
 
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.msg import AudioChunk
-from stream_omni_ros.nodes.executables import spin_node
+from stream_omni_ros.nodes.node_process import spin_node
 from stream_omni_ros.nodes.params import declare_config
 from stream_omni_ros.nodes.sound_devices import INPUT, find_device, open_portaudio
 
@@ -29,8 +31,8 @@ MAX_DRIVER_LATENCY_S = 1.0
 class AudioCaptureConfig:
     """Microphone capture settings."""
 
-    device: str = field(default="", metadata={"description": (
-        "input device: index (as a string) or a name substring; empty = the default device")})
+    sound_device: str = field(default="", metadata={"description": (
+        "input sound device: index (as a string) or a name substring; empty = the default")})
     sample_rate: int = field(default=16000, metadata={"description": "capture rate [Hz]"})
     channels: int = field(default=1, metadata={"description": "interleaved channels"})
     chunk_s: float = field(default=0.02, metadata={"description": "chunk duration [s]"})
@@ -90,6 +92,7 @@ class AudioCaptureNode(Node):
         self.config = declare_config(self, AudioCaptureConfig)
         self.overflows = 0
         self.seq = 0
+        self.waiting_for_clock = False
         self.clock = SampleClock(self.config.sample_rate)
         depth = max(100, math.ceil(2.0 / self.config.chunk_s))
         qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
@@ -100,12 +103,13 @@ class AudioCaptureNode(Node):
         except BaseException:
             self.audio.terminate()
             raise
+        device = self.config.sound_device or "(default)"
         self.get_logger().info(
             f"capturing {self.config.sample_rate} Hz x {self.config.channels} from device "
-            f"{self.config.device or '(default)'} in {self.config.chunk_frames}-frame chunks")
+            f"{device} in {self.config.chunk_frames}-frame chunks")
 
     def _open_stream(self) -> pyaudio.Stream:
-        index = find_device(self.audio, self.config.device, INPUT)
+        index = find_device(self.audio, self.config.sound_device, INPUT)
         try:
             return self.audio.open(
                 format=pyaudio.paInt16, channels=self.config.channels,
@@ -113,16 +117,30 @@ class AudioCaptureNode(Node):
                 frames_per_buffer=self.config.chunk_frames, stream_callback=self._on_audio)
         except OSError as err:
             raise ConfigError(
-                f"cannot open input device {self.config.device or '(default)'} at "
+                f"cannot open input device {self.config.sound_device or '(default)'} at "
                 f"{self.config.sample_rate} Hz x {self.config.channels} ch: {err}") from err
 
-    def _first_sample_ns(self, frames: int, time_info: dict) -> int:
-        now_ns = self.get_clock().now().nanoseconds
+    def _first_sample_ns(self, now_ns: int, frames: int, time_info: dict) -> int:
         age_s = time_info.get("current_time", 0) - time_info.get("input_buffer_adc_time", 0)
         if not (time_info.get("input_buffer_adc_time", 0) > 0
                 and 0 <= age_s < MAX_DRIVER_LATENCY_S):
             age_s = frames / self.config.sample_rate  # the chunk just ended
-        return self.clock.stamp_ns(now_ns - int(age_s * 1e9), frames)
+        # A simulation clock that just started may be younger than the audio: never negative.
+        return self.clock.stamp_ns(max(0, now_ns - int(age_s * 1e9)), frames)
+
+    def _clock_running(self, now_ns: int) -> bool:
+        """False (logged once per wait) while the node clock has not started (sim time 0)."""
+        if now_ns > 0:
+            if self.waiting_for_clock:
+                self.get_logger().info("the clock started: publishing the microphone")
+            self.waiting_for_clock = False
+            return True
+        if not self.waiting_for_clock:
+            self.get_logger().warning(
+                "the node clock reads 0 (use_sim_time with no /clock yet, or a simulator not "
+                "started): dropping microphone audio until the clock runs")
+        self.waiting_for_clock = True
+        return False
 
     def _on_audio(self, in_data: bytes, frames: int, time_info: dict, status: int):
         if not self.context.ok():
@@ -131,9 +149,13 @@ class AudioCaptureNode(Node):
             self.overflows += 1
             self.get_logger().warning("microphone overflow: audio was lost",
                                       throttle_duration_sec=5.0)
+        now_ns = self.get_clock().now().nanoseconds
+        if not self._clock_running(now_ns):
+            return None, pyaudio.paContinue
         msg = AudioChunk(sample_rate=self.config.sample_rate, channels=self.config.channels,
                          encoding=AudioChunk.ENCODING_S16LE, seq=self.seq)
-        msg.header.stamp = Time(nanoseconds=self._first_sample_ns(frames, time_info)).to_msg()
+        stamp_ns = self._first_sample_ns(now_ns, frames, time_info)
+        msg.header.stamp = Time(nanoseconds=stamp_ns).to_msg()
         msg.header.frame_id = self.config.frame_id
         msg.data = in_data
         self.pub.publish(msg)

@@ -14,7 +14,7 @@ from std_srvs.srv import Trigger
 from stream_omni_ros.errors import ConfigError, InputError
 from stream_omni_ros.msg import AudioChunk, NodeState
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
-from stream_omni_ros.nodes.executables import spin_node
+from stream_omni_ros.nodes.node_process import spin_node
 from stream_omni_ros.nodes.params import LiveConfig
 from stream_omni_ros.nodes.playback import Playback
 from stream_omni_ros.nodes.sound_devices import OUTPUT, find_device, open_portaudio
@@ -24,8 +24,8 @@ from stream_omni_ros.nodes.sound_devices import OUTPUT, find_device, open_portau
 class AudioPlayerConfig:
     """Speaker playback settings."""
 
-    device: str = field(default="", metadata={"description": (
-        "output device: index (as a string) or a name substring; empty = the default device")})
+    sound_device: str = field(default="", metadata={"description": (
+        "output sound device: index (as a string) or a name substring; empty = the default")})
     jitter_buffer_s: float = field(default=0.1, metadata={
         "description": "audio queued before playback starts (absorbs network jitter) [s]"})
     initial_sample_rate: int = field(default=22050, metadata={"description": (
@@ -55,7 +55,7 @@ class AudioPlayerNode(Node):
         config = self.live.value
         self.audio = open_portaudio()
         try:
-            device_index = find_device(self.audio, config.device, OUTPUT)
+            device_index = find_device(self.audio, config.sound_device, OUTPUT)
         except ConfigError:
             self.audio.terminate()
             raise

@@ -6,21 +6,18 @@ assistant said and when each turn's audio arrived (node clock, so sim time works
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from rclpy.signals import SignalHandlerOptions
 import soundfile
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.errors import InputError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
+from stream_omni_ros.nodes.node_process import spin_node
 
 
 @dataclass
@@ -107,22 +104,15 @@ class AudioSinkNode(Node):
                                f"{turn.chunks} chunks, {turn.lost_chunks} lost)")
 
     def flush(self) -> None:
-        """Write every turn still open (called at shutdown)."""
+        """Write every turn still open."""
         for turn_id in list(self.turns):
             self._write(self.turns.pop(turn_id))
 
+    def finish(self) -> None:
+        """Process exit: open turns are written (the clock may have stopped: no timer waits)."""
+        self.flush()
+
 
 def main(args: list[str] | None = None) -> None:
-    """Run the sink until interrupted; open turns are written on the way out."""
-    # Our own SIGINT handling: the context stays valid while open turns are written.
-    rclpy.init(args=args if args is not None else sys.argv,
-               signal_handler_options=SignalHandlerOptions.NO)
-    node = AudioSinkNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.flush()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    """Run the sink until SIGINT/SIGTERM; open turns are written on the way out."""
+    raise SystemExit(spin_node(AudioSinkNode, args))

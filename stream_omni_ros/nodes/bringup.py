@@ -6,59 +6,57 @@ launch file's names, so one params YAML serves both. Parameters reach the nodes 
 would pass them: `--params-file FILE`s, then per-node overrides `-p NODE:NAME:=VALUE` (written to
 a generated YAML section of that node), then `-p NAME:=VALUE` for all nodes; anything after
 `--ros-args` goes to rcl unchanged (remaps, log levels). All nodes share one
-MultiThreadedExecutor; SIGINT/SIGTERM shut them down the way each node's own main() would.
+MultiThreadedExecutor; SIGINT/SIGTERM shut them down the way each node's own main() would
+(nodes/node_process.py). Without params files it loads the package's config/stream_omni.yaml, as
+the launch file does.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import importlib
-import signal
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import rclpy
 import yaml
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 
 from stream_omni_ros.errors import ConfigError, StreamOmniError
+from stream_omni_ros.nodes.node_process import init_rclpy, shut_down, spin_until_stopped
 
 PACKAGE = "stream_omni_ros"
 ROS_ARGS = "--ros-args"
+PACKAGE_PARAMS_FILE = Path("config") / "stream_omni.yaml"
 
 
 @dataclass(frozen=True)
 class NodeType:
-    """An executable's node class, its names, and what its main() does before destroy_node()."""
+    """An executable's node class and its names (exit steps are methods of the node)."""
 
     module: str
     class_name: str
-    node_name: str  # the name the class gives its node
-    launch_name: str  # the name the launch files give it (parameter files are keyed by it)
-    on_exit: Callable[[Node], None] | None = None
+    node_name: str  # the name the class gives it, as the launch files do (YAML keys use it)
 
 
 _NODES = "stream_omni_ros.nodes."
 # Executable name -> node class, as bin/<executable> would start it.
 NODE_TYPES: dict[str, NodeType] = {
-    "omni_node": NodeType(_NODES + "omni_node", "OmniNode", "omni_node", "omni",
-                          lambda node: node.on_shutdown(None)),
+    "omni_node": NodeType(_NODES + "omni_node", "OmniNode", "omni_node"),
     "audio_capture_node": NodeType(_NODES + "audio_capture_node", "AudioCaptureNode",
-                                   "audio_capture", "audio_capture"),
+                                   "audio_capture"),
     "audio_player_node": NodeType(_NODES + "audio_player_node", "AudioPlayerNode",
-                                  "audio_player", "audio_player"),
-    "wav_source_node": NodeType(_NODES + "wav_source_node", "WavSourceNode", "wav_source",
-                                "wav_source"),
-    "audio_sink_node": NodeType(_NODES + "audio_sink_node", "AudioSinkNode", "audio_sink",
-                                "audio_sink", lambda node: node.flush()),
+                                  "audio_player"),
+    "wav_source_node": NodeType(_NODES + "wav_source_node", "WavSourceNode", "wav_source"),
+    "audio_sink_node": NodeType(_NODES + "audio_sink_node", "AudioSinkNode", "audio_sink"),
 }
 DEFAULT_EXECUTABLES = ("omni_node", "audio_capture_node", "audio_player_node")
-OMNI = NODE_TYPES["omni_node"].launch_name
+OMNI = NODE_TYPES["omni_node"].node_name
 # launch/stream_omni.launch.py's arguments, and what each one changes.
 LAUNCH_ARGUMENTS = ("namespace", "params_file", "use_sim_time", "model_path", "cosyvoice_path",
                     "device", "image_topic", "audio_in_topic", "launch_audio_capture",
@@ -78,7 +76,7 @@ class BringupConfig:
     """Which executables to start and the parameters and rcl arguments they get."""
 
     executables: tuple[str, ...] = DEFAULT_EXECUTABLES
-    params_files: tuple[Path, ...] = ()  # as in the launch file: none by default
+    params_files: tuple[Path, ...] = ()  # as in the launch file: empty = default_params_file()
     # node name (as in the launch files) -> {parameter: value}; applied after params_files
     node_params: dict[str, dict[str, object]] = field(default_factory=dict)
     global_params: tuple[str, ...] = ()  # "name:=value", applied to every node, last
@@ -116,10 +114,24 @@ def node_params_to_yaml(node_params: dict[str, dict[str, object]]) -> str:
                            for node, params in node_params.items()}, allow_unicode=True)
 
 
+def default_params_file() -> Path:
+    """config/stream_omni.yaml of the installed package, else of this source tree."""
+    try:
+        installed = Path(get_package_share_directory(PACKAGE)) / PACKAGE_PARAMS_FILE
+    except PackageNotFoundError:
+        installed = None
+    source = Path(__file__).resolve().parents[2] / PACKAGE_PARAMS_FILE
+    for candidate in (installed, source):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    raise ConfigError(f"no {PACKAGE_PARAMS_FILE} installed ({installed}) or in the source tree "
+                      f"({source}); pass --params-file")
+
+
 def rcl_arguments(config: BringupConfig, node_params_file: Path | None) -> list[str]:
     """argv for rclpy.init: params files, per-node overrides, -p overrides, renames, extras."""
     argv = [PACKAGE + "_bringup", ROS_ARGS]
-    for params_file in config.params_files:
+    for params_file in config.params_files or (default_params_file(),):
         if not Path(params_file).is_file():
             raise ConfigError(f"params file {params_file} does not exist")
         argv += ["--params-file", str(params_file)]
@@ -128,10 +140,6 @@ def rcl_arguments(config: BringupConfig, node_params_file: Path | None) -> list[
     for override in config.global_params:
         argv += ["-p", override]
     argv += list(config.ros_args)
-    for executable in config.executables:  # the launch files' node names
-        node_type = NODE_TYPES[executable]
-        if node_type.node_name != node_type.launch_name:
-            argv += ["-r", f"{node_type.node_name}:__node:={node_type.launch_name}"]
     return argv
 
 
@@ -140,22 +148,6 @@ def create_node(executable: str) -> Node:
     node_type = NODE_TYPES[executable]
     node_class = getattr(importlib.import_module(node_type.module), node_type.class_name)
     return node_class()
-
-
-def shut_down(executor: MultiThreadedExecutor, nodes: dict[str, Node]) -> None:
-    """Run each node's exit step (newest first), destroy it, stop the executor and rclpy."""
-    logger = rclpy.logging.get_logger("bringup")
-    for executable, node in reversed(list(nodes.items())):
-        try:
-            on_exit = NODE_TYPES[executable].on_exit
-            if on_exit is not None:
-                on_exit(node)
-        except Exception as error:  # one node's failing exit must not skip the others
-            logger.error(f"{executable}: shutdown step failed: {error!r}")
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
-    rclpy.try_shutdown()
 
 
 def create_nodes(executables: Sequence[str], executor: MultiThreadedExecutor,
@@ -171,23 +163,19 @@ def create_nodes(executables: Sequence[str], executor: MultiThreadedExecutor,
 
 def spin_nodes(config: BringupConfig, node_params_file: Path | None) -> int:
     """Init rclpy, build every node, spin until SIGINT/SIGTERM, shut down; 1 if a node failed."""
-    rclpy.init(args=rcl_arguments(config, node_params_file),
-               signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop = init_rclpy(rcl_arguments(config, node_params_file))
     executor = MultiThreadedExecutor(num_threads=config.num_threads)
     nodes: dict[str, Node] = {}
     logger = rclpy.logging.get_logger("bringup")
     try:
         create_nodes(config.executables, executor, nodes)
         logger.info(f"running {', '.join(config.executables)} in one process")
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ConfigError as error:
+        spin_until_stopped(executor, stop)
+    except StreamOmniError as error:
         logger.fatal(str(error))
         return 1
     finally:
-        shut_down(executor, nodes)
+        shut_down(executor, list(nodes.values()))
     return 0
 
 
@@ -248,7 +236,7 @@ def add_bringup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--param", action="append", default=[], dest="params",
                         metavar="[NODE:]NAME:=VALUE",
                         help="parameter override for one node (NODE: its launch-file name, "
-                             "e.g. omni) or for all nodes")
+                             "e.g. omni_node) or for all nodes")
     parser.add_argument("--threads", type=int, default=BringupConfig.num_threads,
                         help="executor threads")
 
@@ -261,16 +249,16 @@ def config_from_args(args: argparse.Namespace, ros_args: Sequence[str] = ()) -> 
         num_threads=args.threads), args.launch_arguments)
     node_params = config.node_params
     global_params = list(config.global_params)
-    launch_names = {t.launch_name for t in NODE_TYPES.values()}
+    node_names = {t.node_name for t in NODE_TYPES.values()}
     for override in args.params:
         node_name, name, value = parse_param_override(override)
         if node_name is None:
             global_params.append(override)
             continue
-        node_name = NODE_TYPES[node_name].launch_name if node_name in NODE_TYPES else node_name
-        if node_name not in launch_names:
+        node_name = NODE_TYPES[node_name].node_name if node_name in NODE_TYPES else node_name
+        if node_name not in node_names:
             raise ConfigError(f"parameter override {override!r} names node {node_name!r}; "
-                              f"expected one of {sorted(launch_names)}")
+                              f"expected one of {sorted(node_names)}")
         node_params.setdefault(node_name, {})[name] = value
     return dataclasses.replace(config, node_params=node_params,
                                global_params=tuple(global_params))

@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import rclpy
 import soundfile
-from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -27,7 +26,7 @@ from sensor_msgs.msg import Image
 
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.msg import AudioChunk, NodeState, ResponseText, Transcript
-from stream_omni_ros.nodes.bringup import OMNI, node_params_to_yaml
+from stream_omni_ros.nodes.bringup import OMNI, default_params_file, node_params_to_yaml
 from stream_omni_ros.nodes.conversions import rgb_to_image_msg
 from stream_omni_ros.nodes.demo_checks import (ACCEPTED_STOP_REASONS, Arrivals, answer_wav,
                                                check_arrivals, report)
@@ -36,7 +35,6 @@ from stream_omni_ros.nodes.omni_publishers import (AUDIO_OUT_QOS, RELIABLE_10, S
                                                    time_msg_to_seconds)
 
 DEMO_EXECUTABLES = "omni_node,wav_source_node,audio_sink_node"
-PACKAGE_PARAMS_FILE = Path("config") / "stream_omni.yaml"
 WAV_CHUNK_S = 0.02
 TINY_BANNER = """\
 ======================================================================================
@@ -166,20 +164,6 @@ class DemoObserver(Node):
         if self.arrivals.speech_chunks == 0:
             self._say(f"speech: first audio chunk ({msg.sample_rate} Hz)")
         self.arrivals.speech_chunks += 1
-
-
-def default_params_file() -> Path:
-    """config/stream_omni.yaml of the installed package, else of this source tree."""
-    try:
-        installed = Path(get_package_share_directory("stream_omni_ros")) / PACKAGE_PARAMS_FILE
-    except PackageNotFoundError:
-        installed = None
-    source = Path(__file__).resolve().parents[2] / PACKAGE_PARAMS_FILE
-    for candidate in (installed, source):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    raise ConfigError(f"no {PACKAGE_PARAMS_FILE} installed ({installed}) or in the source tree "
-                      f"({source}); pass --params-file")
 
 
 def resolve_device(device: str, dtype: str) -> tuple[str, str]:

@@ -2,19 +2,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 
-from stream_omni_ros.errors import ConfigError, StreamOmniError
+from stream_omni_ros.errors import ConfigError
 
 PACKAGE = "stream_omni_ros"
 
@@ -44,27 +37,3 @@ def start_node(name: str, params: dict[str, object] | None = None,
     for source, target in (remaps or {}).items():
         argv += ["-r", f"{source}:={target}"]
     return subprocess.Popen(argv, **popen_kwargs)
-
-
-def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Init rclpy, build the node, spin until SIGINT/SIGTERM; status 1 with a log on error."""
-    # Our own signal handling keeps the context valid while destroy_node() stops devices.
-    rclpy.init(args=args if args is not None else sys.argv,
-               signal_handler_options=SignalHandlerOptions.NO)
-    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored
-        signal.signal(signum, signal.default_int_handler)
-    node = None
-    try:
-        node = make_node()
-        while rclpy.ok():  # a timeout, so that Python's signal handlers get to run
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StreamOmniError as err:
-        rclpy.logging.get_logger(PACKAGE).fatal(str(err))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0

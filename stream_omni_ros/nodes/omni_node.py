@@ -6,32 +6,29 @@ deactivate stops listening, ends every Converse goal with a result and cancels t
 frees the model. A transition that raises anything is logged with its traceback, reported in
 /diagnostics and fails, leaving the node where it was (configure can be retried). A
 MultiThreadedExecutor keeps camera and audio flowing during a turn; an EventPump thread
-publishes engine events as they come.
+publishes engine events as they come. SIGINT/SIGTERM cancel the turn, then release the model
+(nodes/node_process.py).
 """
 from __future__ import annotations
 
 import gc
 import logging
-import signal
-import sys
 import traceback
 import weakref
 from dataclasses import dataclass
 from typing import Callable
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.signals import SignalHandlerOptions
 
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import EngineError, EngineEvent, InputWarning, TurnFinished
 from stream_omni_ros.engine.runtime_config import RuntimeConfig, load_responder
 from stream_omni_ros.errors import StreamOmniError
+from stream_omni_ros.nodes.node_process import spin_node
 from stream_omni_ros.nodes.omni_action import ConverseServer, TurnRouter
 from stream_omni_ros.nodes.omni_config import RUNTIME_SAFE_ENGINE_FIELDS, OmniNodeConfig
 from stream_omni_ros.nodes.omni_diagnostics import (InputCounters, NodeSnapshot, PythonLogToRos,
@@ -221,6 +218,15 @@ class OmniNode(LifecycleNode):
         self._transition("deactivate", self._deactivate)
         return self._transition("shutdown", lambda: self._cleanup(flush=state is not None))
 
+    def stop_work(self) -> None:
+        """Process exit, first step: cancel the turn, so that a Converse goal ends with it."""
+        if self.engine is not None:
+            self.engine.cancel()
+
+    def finish(self) -> None:
+        """Process exit, once no callback runs: release everything."""
+        self.on_shutdown(None)
+
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Recover to unconfigured after a transition raised (the node can be configured)."""
         self._transition("deactivate", self._deactivate)
@@ -294,24 +300,6 @@ class OmniNode(LifecycleNode):
         self._diagnostics.publish(array)
 
 
-def spin_until_shutdown(node: OmniNode) -> None:
-    """Spin on a MultiThreadedExecutor until SIGINT/SIGTERM, then release the model."""
-    executor = MultiThreadedExecutor(num_threads=6)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()  # no callback may still hold the engine while it is released
-        node.on_shutdown(None)
-        node.destroy_node()
-        rclpy.try_shutdown()
-
-
 def main(args: list[str] | None = None) -> None:
     """Run omni_node (configure + activate at start unless autostart is false)."""
-    rclpy.init(args=args if args is not None else sys.argv,
-               signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    spin_until_shutdown(OmniNode())
+    raise SystemExit(spin_node(OmniNode, args, threads=6))

@@ -73,6 +73,6 @@ def find_device(audio: pyaudio.PyAudio, wanted: str, direction: str) -> int | No
     if not matches:
         listing = "; ".join(f"{d.index}: {d.name!r} ({d.channels(direction)} ch)"
                             for d in usable) or "none"
-        raise ConfigError(f"parameter device = {wanted!r} names no {direction} device: "
+        raise ConfigError(f"parameter sound_device = {wanted!r} names no {direction} device: "
                           f"expected an index or a name substring of one of: {listing}")
     return matches[0].index

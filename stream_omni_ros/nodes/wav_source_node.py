@@ -5,28 +5,30 @@ spoken scenarios run in simulation and in CI without a sound card.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from rclpy.signals import SignalHandlerOptions
 import soundfile
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 
+from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import pcm_to_audio_msg
+from stream_omni_ros.nodes.node_process import spin_node
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int]:
     """Read a sound file as float32 [frames, channels] and its sample rate."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"wav_source: file {path!r} does not exist")
-    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        raise ConfigError(f"wav_source: file {path!r} in parameter 'files' does not exist")
+    try:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except RuntimeError as error:  # soundfile.LibsndfileError
+        raise ConfigError(f"wav_source: {path!r} is not a readable sound file: {error}") \
+            from error
     return samples, int(rate)
 
 
@@ -45,7 +47,8 @@ class WavSourceNode(Node):
             self.declare_parameter("wait_for_subscribers", True).value)
         self.clips = [read_wav(f) for f in self.files if f]
         if not self.clips:
-            raise ValueError("wav_source: parameter 'files' names no sound file")
+            raise ConfigError("wav_source: parameter 'files' names no sound file; expected a "
+                              "list of WAV (or other libsndfile) paths")
         qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.create_publisher(AudioChunk, "audio/in", qos)
         self.stream = self._chunks()
@@ -96,15 +99,4 @@ class WavSourceNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Run the node until every file is published (or forever with loop:=true)."""
-    # Our own SIGINT handling: the context stays valid while open turns are written.
-    rclpy.init(args=args if args is not None else sys.argv,
-               signal_handler_options=SignalHandlerOptions.NO)
-    node = WavSourceNode()
-    try:
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    raise SystemExit(spin_node(WavSourceNode, args, done=lambda node: node.done))

@@ -97,7 +97,7 @@ def test_launch_arguments_load_the_model_under_a_namespace(tmp_path, tiny_assets
         f"model_path:={tiny_assets.model_path}", f"cosyvoice_path:={tiny_assets.cosyvoice_path}",
         "device:=cpu", "namespace:=robot", "image_topic:=/camera/rgb",
         "launch_audio_capture:=false", "launch_audio_player:=false",
-        "-p", "omni:dtype:=fp32"])
+        "-p", "omni_node:dtype:=fp32"])
     rclpy.init()
     node = rclpy.create_node("bringup_test")
     states = []
@@ -118,7 +118,7 @@ def test_launch_arguments_load_the_model_under_a_namespace(tmp_path, tiny_assets
         log = bringup.communicate(timeout=30)[0]
     assert "listening" in states, log  # the tiny model loaded from the launch arguments
     assert camera_subscribers == 1, log  # image_topic remapped omni_node's camera input
-    assert ("omni", "/robot") in names  # the launch file's node name, so its YAML keys apply
+    assert ("omni_node", "/robot") in names  # the launch file's node name, so its YAML keys apply
     assert "running omni_node in one process" in log  # capture and player left out
     assert bringup.returncode == 0, log
 
@@ -133,11 +133,11 @@ def test_launch_arguments_map_to_the_same_rcl_arguments_as_the_launch_file(tmp_p
         f"params_file:={files[0]},{files[1]}", "use_sim_time:=True", "audio_in_topic:=/mic",
         "autostart:=false", "model_path:=", "launch_audio_player:=0"])
     assert config.executables == ("omni_node", "audio_capture_node")
-    assert config.node_params == {"omni": {"autostart": False}}  # empty model_path: not set
+    assert config.node_params == {"omni_node": {"autostart": False}}  # empty model_path: not set
     argv = " ".join(rcl_arguments(config, None))
     assert f"--params-file {files[0]} --params-file {files[1]}" in argv
     assert "-p use_sim_time:=true" in argv and "-r audio/in:=/mic" in argv
-    assert "-r omni_node:__node:=omni" in argv  # the launch file's node name
+    assert "__node:=" not in argv  # the classes already use the launch files' node names
 
 
 @pytest.mark.parametrize("argument, named", [

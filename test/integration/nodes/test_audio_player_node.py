@@ -18,7 +18,7 @@ REC_RATE = 16000
 @pytest.fixture
 def player(pulse, ros_node, sound, tmp_path):
     """The player node on spk_sink, a recorder on its monitor, and publishers to drive it."""
-    node = start_node("audio_player_node", {"device": "pulse", "jitter_buffer_s": 0.05},
+    node = start_node("audio_player_node", {"sound_device": "pulse", "jitter_buffer_s": 0.05},
                       env=pulse.client_env(PULSE_SINK="spk_sink"))
     audio_pub = ros_node.create_publisher(
         AudioChunk, "audio/out", QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE))
