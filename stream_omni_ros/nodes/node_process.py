@@ -1,10 +1,10 @@
 """Run nodes in this process until SIGINT/SIGTERM, then stop them cleanly with exit status 0.
 
 `ros2 launch` sends SIGINT to every node, and in non-interactive mode a node also gets the
-terminal's SIGINT, so a node may see two SIGINTs, or a SIGTERM while it is still tearing down.
-Signals therefore only set a flag: the spin loop notices it within SPIN_PERIOD_S (wall time, so a
-stopped simulation clock cannot hold it), later signals are ignored, and no KeyboardInterrupt can
-land in the middle of a file write or a thread join.
+terminal's SIGINT, so a node may see two SIGINTs, or a SIGTERM while it is still tearing down or
+already exiting. Signals therefore only set a flag: the spin loop notices it within SPIN_PERIOD_S (wall time, so a
+stopped simulation clock cannot hold it), later signals are ignored (after the teardown too), and
+no KeyboardInterrupt can land in the middle of a file write or a thread join.
 
 A node may define two exit steps, called once each on the way out:
 `stop_work()` before the executor waits for running callbacks (cancel what they wait on), and
@@ -103,6 +103,11 @@ def shut_down(executor: Executor, nodes: Sequence[Node]) -> None:
         _exit_step(node, "finish")
         node.destroy_node()
     rclpy.try_shutdown()
+    # Python's finalization puts a handler function back to the default action, so a signal
+    # arriving while the middleware winds down would kill the process (status -2); an ignored
+    # signal stays ignored.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def spin_node(make_node: Callable[[], Node], args: Sequence[str] | None = None, *,

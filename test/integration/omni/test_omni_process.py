@@ -70,3 +70,24 @@ def test_a_missing_module_fails_configure_naming_it_and_its_install(tmp_path, pe
     assert f"'{module}'" in detail and "pip install" in detail, detail
     assert f"'{module}' is not installed" in log and "Traceback" not in log, log
     assert status == 0, log
+
+
+def test_a_signal_after_the_teardown_is_harmless(tmp_path, peer, helpers):
+    states = peer.collect(NodeState, "state", helpers.LATCHED)
+    omni = start_echo_omni(tmp_path)
+    log_path = tmp_path / "omni.log"
+    try:
+        helpers.wait_until(lambda: any(s.label == "listening" for s in states)
+                           or omni.poll() is not None, 60, "omni_node to listen")
+        omni.send_signal(signal.SIGINT)
+        # `ros2 launch` forwards its own SIGINT a little later: here, once the model is freed.
+        helpers.wait_until(lambda: "model released" in log_path.read_text()
+                           or omni.poll() is not None, 30, "the teardown")
+        omni.send_signal(signal.SIGINT)
+        omni.send_signal(signal.SIGTERM)
+        status = omni.wait(timeout=30)
+    finally:
+        if omni.poll() is None:
+            omni.kill()
+            omni.wait()
+    assert status == 0, log_path.read_text()
