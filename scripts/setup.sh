@@ -7,8 +7,9 @@
 # Two paths:
 #   * no ROS 2 sourced (a workstation / CI): ROS 2 Kilted rclpy + Fast DDS + colcon/ament/rosidl
 #     from PyPI wheels inside the venv.
-#   * a ROS 2 distro sourced (a robot: `source /opt/ros/jazzy/setup.bash` first): the venv sees the
-#     system site-packages, rosdep installs the apt dependencies, colcon builds against the distro.
+#   * a ROS 2 distro sourced (a robot: `source /opt/ros/jazzy/setup.bash` first; Jazzy or Kilted):
+#     rosdep installs the apt dependencies, the venv sees the system site-packages (the distro's
+#     numpy, OpenCV, rclpy), pip adds the rest without replacing them, colcon builds against it.
 #
 # Variables: VENV (default .venv), PYTHON (default python3.11, or python3 with a sourced distro),
 #   TORCH_SPEC (e.g. torch==2.13.0 on a CUDA robot), SKIP_APT=1 (never call apt-get).
@@ -24,6 +25,10 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 SYSTEM_ROS=""
 if [ -n "${ROS_DISTRO:-}" ] && [ -d "/opt/ros/${ROS_DISTRO}" ]; then SYSTEM_ROS="$ROS_DISTRO"; fi
+case "${ROS_DISTRO:-}" in
+  humble|galactic|foxy) die "ROS 2 ${ROS_DISTRO} is sourced: stream_omni_ros runs on ROS 2 Jazzy \
+and Kilted (its nodes need rclpy's post-set parameter callbacks, new in Iron)." ;;
+esac
 
 # ------------------------------------------------------------------ 1. Python
 if [ -n "$SYSTEM_ROS" ]; then PYTHON="${PYTHON:-python3}"; else PYTHON="${PYTHON:-python3.11}"; fi
@@ -33,7 +38,7 @@ PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ -z "$SYSTEM_ROS" ] && [ "$PYVER" != "3.11" ]; then
   die "$PYTHON is Python $PYVER; the ROS 2 Kilted wheels are built for CPython 3.11 only."
 fi
-case "$PYVER" in 3.1[0-9]) ;; *) die "Python $PYVER is too old: 3.10 or newer is needed." ;; esac
+case "$PYVER" in 3.1[1-9]) ;; *) die "Python $PYVER is too old: 3.11 or newer is needed." ;; esac
 
 # ------------------------------------------------------------------ 2. Debian packages
 # portaudio19-dev: headers to build pyaudio; espeak-ng + sox: demo and test speech;
@@ -80,9 +85,20 @@ if [ -z "${TORCH_SPEC:-}" ]; then
 of torch 2.13 so that no CUDA packages are downloaded."; fi
 fi
 
-REQ_FILES=(scripts/requirements.txt)
-[ -z "$SYSTEM_ROS" ] && REQ_FILES+=(scripts/requirements-ros-wheels.txt)
-printf '%s\nnumpy==2.4.6\nsetuptools==84.2.1\n' "$TORCH_SPEC" > "$VENV/constraints.txt"
+# A robot: rosdep installs the apt keys first (numpy, OpenCV, pyaudio ... from the distro); its
+# `-pip` keys go into the venv below instead of the system's Python.
+if [ -n "$SYSTEM_ROS" ]; then
+  command -v rosdep >/dev/null 2>&1 || die "rosdep is missing: apt install python3-rosdep, then \
+sudo rosdep init && rosdep update."
+  pip_keys=$(grep -oE 'python3-[a-z0-9-]+-pip' package.xml | sort -u | tr '\n' ' ')
+  log "rosdep install (system ROS 2 $SYSTEM_ROS; pip keys go into the venv)"
+  rosdep install --from-paths "$ROOT" --ignore-src -y --skip-keys "$pip_keys" >/dev/null \
+    || die "rosdep install failed (run it by hand to see why)."
+fi
+# With a distro, its python's numpy (and OpenCV, ...) stay: see scripts/pip_files.sh.
+write_pip_files() { bash scripts/pip_files.sh "$VENV" "$TORCH_SPEC" ${SYSTEM_ROS:+"$PYTHON"}; }
+write_pip_files
+REQ_FILES=("$VENV/requirements.txt")
 pip_hash=$(cat "${REQ_FILES[@]}" "$VENV/constraints.txt" setup.py setup.cfg \
            | sha256sum | cut -c1-16)
 PIP_STAMP="$VENV/.stamp-pip"
@@ -116,12 +132,12 @@ if [ "$(cat "$PIP_STAMP" 2>/dev/null)" = "$pip_hash" ] && check_imports >/dev/nu
   log "Python packages up to date"
 else
   rm -f "$PIP_STAMP"
-  log "pip install (${TORCH_SPEC}; ${REQ_FILES[*]})"
+  log "pip install (${TORCH_SPEC}; $(grep -c . "$VENV/requirements.txt") requirements)"
   if ! install_packages; then
     # A half-built venv (an interrupted install, a deleted file) is rebuilt from scratch once.
     log "the venv does not work after pip install: recreating $VENV"
     rm -rf "$VENV"; create_venv
-    printf '%s\nnumpy==2.4.6\nsetuptools==84.2.1\n' "$TORCH_SPEC" > "$VENV/constraints.txt"
+    write_pip_files
     install_packages || die "the venv's packages do not import (see above)."
   fi
   echo "$pip_hash" > "$PIP_STAMP"
@@ -151,11 +167,6 @@ fi
 bash scripts/write_env.sh "$VENV" "$ROOT" "$SYSTEM_ROS"
 
 # ------------------------------------------------------------------ 6. colcon build (when changed)
-if [ -n "$SYSTEM_ROS" ] && command -v rosdep >/dev/null 2>&1; then
-  log "rosdep install (system ROS 2 $SYSTEM_ROS)"
-  rosdep install --from-paths "$ROOT" --ignore-src -y -r >/dev/null \
-    || log "rosdep could not resolve every key (pip keys are in the venv already)"
-fi
 # Names and contents of the package's files; a deleted (not yet committed) file just drops out.
 src_hash=$( (git ls-files -co --exclude-standard 2>/dev/null || find . -type f) \
   | grep -vE '^(test/|\.ci/|README|docs/)' | LC_ALL=C sort \

@@ -47,3 +47,37 @@ def test_second_run_installs_and_builds_nothing():
     second = runs[1].stdout
     assert "Python packages up to date" in second and "colcon build up to date" in second
     assert "pip install" not in second and "apt-get" not in second
+
+
+def test_humble_is_refused_with_the_supported_distros(tmp_path):
+    result = run_setup(tmp_path, ROS_DISTRO="humble")
+    assert result.returncode != 0
+    assert "humble" in result.stderr and "Jazzy" in result.stderr and "Kilted" in result.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def pip_files(tmp_path: Path, *distro_python: str) -> tuple[str, list[str]]:
+    """Run scripts/pip_files.sh; (constraints, requirement names)."""
+    subprocess.run(["bash", str(ROOT / "scripts/pip_files.sh"), str(tmp_path), "torch==9.9.9",
+                    *distro_python], check=True, timeout=30)
+    names = [line.split("==")[0].lower() for line in
+             (tmp_path / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    return (tmp_path / "constraints.txt").read_text(), names
+
+
+def test_on_a_robot_pip_keeps_the_distros_numpy_and_opencv(tmp_path):
+    distro_python = tmp_path / "python3"  # the distro's python with numpy 1.26.4
+    distro_python.write_text("#!/bin/sh\necho 1.26.4\n")
+    distro_python.chmod(0o755)
+    constraints, names = pip_files(tmp_path, str(distro_python))
+    assert "numpy==1.26.4" in constraints.splitlines() and "torch==9.9.9" in constraints
+    assert not {"numpy", "opencv-python-headless", "pyaudio", "pyyaml"} & set(names)
+    assert {"transformers", "soxr", "silero-vad", "rosbags-image"} <= set(names)
+    assert not [name for name in names if name.startswith("ros-kilted-")]
+
+
+def test_without_a_distro_pip_installs_the_tested_numpy_and_the_ros_wheels(tmp_path):
+    constraints, names = pip_files(tmp_path)
+    assert "numpy==2.4.6" in constraints.splitlines()
+    assert {"numpy", "ros-kilted-rclpy", "soxr"} <= set(names)
