@@ -17,7 +17,7 @@ from rclpy.time import Time
 
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.msg import AudioChunk
-from stream_omni_ros.nodes.node_process import spin_node
+from stream_omni_ros.nodes.node_process import exit_process, spin_node
 from stream_omni_ros.nodes.params import declare_config
 from stream_omni_ros.nodes.sound_devices import INPUT, find_device, open_portaudio
 
@@ -171,4 +171,4 @@ class AudioCaptureNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Run the capture node until interrupted."""
-    raise SystemExit(spin_node(AudioCaptureNode, args))
+    exit_process(spin_node(AudioCaptureNode, args))

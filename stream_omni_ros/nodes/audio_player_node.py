@@ -14,7 +14,7 @@ from std_srvs.srv import Trigger
 from stream_omni_ros.errors import ConfigError, InputError
 from stream_omni_ros.msg import AudioChunk, NodeState
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
-from stream_omni_ros.nodes.node_process import spin_node
+from stream_omni_ros.nodes.node_process import exit_process, spin_node
 from stream_omni_ros.nodes.params import LiveConfig
 from stream_omni_ros.nodes.playback import Playback
 from stream_omni_ros.nodes.sound_devices import OUTPUT, find_device, open_portaudio
@@ -110,4 +110,4 @@ class AudioPlayerNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Run the player node until interrupted."""
-    raise SystemExit(spin_node(AudioPlayerNode, args))
+    exit_process(spin_node(AudioPlayerNode, args))

@@ -17,7 +17,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from stream_omni_ros.errors import InputError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
-from stream_omni_ros.nodes.node_process import spin_node
+from stream_omni_ros.nodes.node_process import exit_process, spin_node
 
 
 @dataclass
@@ -115,4 +115,4 @@ class AudioSinkNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Run the sink until SIGINT/SIGTERM; open turns are written on the way out."""
-    raise SystemExit(spin_node(AudioSinkNode, args))
+    exit_process(spin_node(AudioSinkNode, args))

@@ -28,7 +28,8 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
 from stream_omni_ros.errors import ConfigError, StreamOmniError
-from stream_omni_ros.nodes.node_process import init_rclpy, shut_down, spin_until_stopped
+from stream_omni_ros.nodes.node_process import (exit_process, init_rclpy, shut_down,
+                                                 spin_until_stopped)
 
 PACKAGE = "stream_omni_ros"
 ROS_ARGS = "--ros-args"
@@ -274,16 +275,18 @@ def split_ros_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of bin/bringup: parse options, start the nodes, return the exit status."""
+    """Entry point of bin/bringup: parse options, run the nodes, exit (2 on bad arguments)."""
     own_args, ros_args = split_ros_args(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="bringup", description=__doc__.splitlines()[0],
                                      epilog="Arguments after --ros-args go to rcl unchanged.")
     add_bringup_arguments(parser)
     try:
-        return run_bringup(config_from_args(parser.parse_intermixed_args(own_args), ros_args))
+        config = config_from_args(parser.parse_intermixed_args(own_args), ros_args)
+        status = run_bringup(config)
     except ConfigError as error:
         print(f"bringup: {error}", file=sys.stderr)
         return 2
+    exit_process(status)
 
 
 if __name__ == "__main__":

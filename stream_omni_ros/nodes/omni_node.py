@@ -28,7 +28,7 @@ from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import EngineError, EngineEvent, InputWarning, TurnFinished
 from stream_omni_ros.engine.runtime_config import RuntimeConfig, load_responder
 from stream_omni_ros.errors import StreamOmniError
-from stream_omni_ros.nodes.node_process import spin_node
+from stream_omni_ros.nodes.node_process import exit_process, spin_node
 from stream_omni_ros.nodes.omni_action import ConverseServer, TurnRouter
 from stream_omni_ros.nodes.omni_config import RUNTIME_SAFE_ENGINE_FIELDS, OmniNodeConfig
 from stream_omni_ros.nodes.omni_diagnostics import (InputCounters, NodeSnapshot, PythonLogToRos,
@@ -302,4 +302,4 @@ class OmniNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """Run omni_node (configure + activate at start unless autostart is false)."""
-    raise SystemExit(spin_node(OmniNode, args, threads=6))
+    exit_process(spin_node(OmniNode, args, threads=6))

@@ -17,7 +17,7 @@ from rclpy.time import Time
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import pcm_to_audio_msg
-from stream_omni_ros.nodes.node_process import spin_node
+from stream_omni_ros.nodes.node_process import exit_process, spin_node
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int]:
@@ -99,4 +99,4 @@ class WavSourceNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Run the node until every file is published (or forever with loop:=true)."""
-    raise SystemExit(spin_node(WavSourceNode, args, done=lambda node: node.done))
+    exit_process(spin_node(WavSourceNode, args, done=lambda node: node.done))
