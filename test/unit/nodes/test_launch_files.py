@@ -89,11 +89,16 @@ def test_sim_launch_starts_the_simulation_nodes():
     assert any("@sensor_msgs/msg/Image" in c for c in constants)
 
 
-def test_sim_yaml_holds_overrides_for_all_nodes():
+def test_sim_yaml_sets_sim_time_for_all_nodes_and_the_rest_per_node():
     document = yaml.safe_load((ROOT / "config" / "sim.yaml").read_text())
-    assert list(document) == ["/**"]
-    params = document["/**"]["ros__parameters"]
-    assert params["use_sim_time"] is True and params
+    assert document["/**"]["ros__parameters"] == {"use_sim_time": True}
+    assert {"/**/wav_source", "/**/audio_sink", "/**/omni_node"} <= set(document)
+
+
+def test_the_model_device_reaches_only_omni_node():
+    document = yaml.safe_load((ROOT / "config" / "stream_omni.yaml").read_text())
+    assert list(document) == ["/**/omni_node"]  # `device` would name a sound device elsewhere
+    assert document["/**/omni_node"]["ros__parameters"]["device"] == "cuda"
 
 
 @pytest.mark.parametrize("name", sorted(LAUNCH_FILES))
