@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -33,6 +34,9 @@ from stream_omni_ros.errors import ConfigError, StreamOmniError
 
 PACKAGE = "stream_omni_ros"
 SPIN_PERIOD_S = 0.1  # longest a stop request waits for the spin loop
+# Running callbacks get this long to return at shutdown; one still running then (a model being
+# loaded by configure) is left to end with the process.
+CALLBACK_WAIT_S = 2.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SUPPORTED_DISTROS = "Jazzy and Kilted"
 
@@ -101,11 +105,23 @@ def _exit_step(node: Node, step: str) -> None:
         rclpy.logging.get_logger(PACKAGE).error(f"{node.get_name()}: {step} failed: {error!r}")
 
 
+def stop_executor(executor: Executor) -> None:
+    """Stop the executor, waiting at most CALLBACK_WAIT_S for its running callbacks."""
+    # Kilted's MultiThreadedExecutor.shutdown joins its threads without a time limit.
+    stopper = threading.Thread(target=executor.shutdown, name="executor_shutdown", daemon=True)
+    stopper.start()
+    stopper.join(CALLBACK_WAIT_S)
+    if stopper.is_alive():
+        rclpy.logging.get_logger(PACKAGE).warning(
+            f"a callback is still running after {CALLBACK_WAIT_S:.0f} s (a model load?): "
+            "shutting down without waiting for it")
+
+
 def shut_down(executor: Executor, nodes: Sequence[Node]) -> None:
     """Exit steps (newest node first), stop the executor, destroy the nodes, shut rclpy down."""
     for node in reversed(nodes):
         _exit_step(node, "stop_work")
-    executor.shutdown()
+    stop_executor(executor)
     for node in reversed(nodes):
         _exit_step(node, "finish")
         node.destroy_node()
