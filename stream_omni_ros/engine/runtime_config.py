@@ -159,8 +159,23 @@ def load_responder(config: RuntimeConfig) -> Responder:
     return load_model_responder(config)
 
 
+def available_device(device: str) -> str:
+    """`device`, or cpu with one warning when it names CUDA and torch sees no GPU."""
+    import torch
+
+    if not device.startswith("cuda") or torch.cuda.is_available():
+        return device
+    build = f"torch {torch.__version__}, " + (
+        f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build")
+    logger.warning("device %s: no CUDA GPU is usable (%s); running on cpu, which is far slower. "
+                   "Install a CUDA build of torch (scripts/setup.sh: TORCH_SPEC) and the GPU "
+                   "driver, or set device to cpu to silence this", device, build)
+    return "cpu"
+
+
 def load_model_responder(config: RuntimeConfig) -> StreamOmniResponder:
     """Load checkpoint, speech tokenizer and (if speech is enabled) the vocoder."""
+    config = dataclasses.replace(config, device=available_device(config.device))
     if not config.model.path:
         raise ConfigError("parameter model.path is empty; expected a Stream-Omni checkpoint "
                           "folder (config.json, model*.safetensors, tokenizer files)")

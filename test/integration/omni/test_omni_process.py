@@ -91,3 +91,20 @@ def test_a_signal_after_the_teardown_is_harmless(tmp_path, peer, helpers):
             omni.kill()
             omni.wait()
     assert status == 0, log_path.read_text()
+
+
+def test_without_a_gpu_the_shipped_cuda_device_degrades_to_cpu_with_one_warning(
+        start_omni, peer, helpers):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: nothing degrades")
+    states = peer.collect(NodeState, "state", helpers.LATCHED)
+    omni = start_omni(device="cuda")  # as config/stream_omni.yaml sets it
+    helpers.wait_until(lambda: any(s.label == "listening" for s in states)
+                       or any("configure failed" in s.detail for s in states)
+                       or omni.process.poll() is not None, 120, "configure")
+    log = omni.log()
+    assert any(s.label == "listening" for s in states), log
+    assert log.count("no CUDA GPU is usable") == 1 and "running on cpu" in log, log
+    assert omni.stop() == 0, log
