@@ -2,17 +2,18 @@
 
 `ros2 launch` sends SIGINT to every node, and in non-interactive mode a node also gets the
 terminal's SIGINT, so a node may see two SIGINTs, or a SIGTERM while it is still tearing down or
-already exiting. Signals therefore only set a flag: the spin loop notices it within SPIN_PERIOD_S (wall time, so a
-stopped simulation clock cannot hold it), later signals are ignored (after the teardown too), and
-no KeyboardInterrupt can land in the middle of a file write or a thread join.
+already exiting. Signals therefore only set a flag: the spin loop notices it within SPIN_PERIOD_S
+(wall time, so a stopped simulation clock cannot hold it), later signals are ignored (after the
+teardown too), and no KeyboardInterrupt can land in the middle of a file write or a thread join.
 
 Once the nodes are shut down (files written, devices closed, the middleware left), the process
 exits at once with exit_process(): the interpreter's own finalization, which tears down torch and
 the other extension modules one object at a time, took over 2 s on a loaded machine.
 
 A node may define two exit steps, called once each on the way out:
-`stop_work()` before the executor waits for running callbacks (cancel what they wait on), and
-`finish()` after the executor stopped, before destroy_node() (flush files, free the model).
+`stop_work()` before the executor waits (at most CALLBACK_WAIT_S) for running callbacks: cancel
+what they wait on; `finish()` after the executor stopped, before destroy_node(): flush files, free
+the model.
 """
 from __future__ import annotations
 

@@ -95,8 +95,8 @@ def test_bringup_with_the_shipped_yaml_runs_microphone_speaker_and_assistant(pul
     # sound-card nodes must not take that for a sound device.
     bringup = subprocess.Popen(
         [sys.executable, "-m", "stream_omni_ros.cli", "bringup",
-         f"params_file:={STREAM_OMNI_YAML}", "-p", "omni_node:responder:=echo", "-p", "audio_capture:sound_device:=pulse",
-         "-p", "audio_player:sound_device:=pulse"],
+         f"params_file:={STREAM_OMNI_YAML}", "-p", "omni_node:responder:=echo",
+         "-p", "audio_capture:sound_device:=pulse", "-p", "audio_player:sound_device:=pulse"],
         cwd=ROOT, env=pulse.client_env(PULSE_SOURCE="mic_sink.monitor"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
