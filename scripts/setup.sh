@@ -111,7 +111,7 @@ import torch
 if (cuda or torch.version.cuda) and not torch.cuda.is_available():
     sys.exit(f"CUDA packages on a machine without a GPU: {cuda} (torch {torch.__version__})")
 import rclpy, transformers, safetensors, cv2, numpy, soundfile, soxr, pyaudio, onnxruntime
-import silero_vad, rosbags, rosbags.image, yaml, pytest, onnx, stream_omni_ros
+import silero_vad, rosbags, rosbags.image, yaml, pytest, onnx, bitsandbytes, stream_omni_ros
 print(f"torch {torch.__version__} transformers {transformers.__version__} numpy {numpy.__version__}")
 EOF
 }

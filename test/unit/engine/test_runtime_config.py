@@ -50,5 +50,5 @@ def test_passthrough_rejects_a_zero_length():
 
 def test_quantization_with_compiled_decode_is_refused():
     with pytest.raises(ConfigError, match="quantization = '8bit' with model.compile_decode"):
-        RuntimeConfig(quantization="8bit", model=ModelConfig(compile_decode=True))
+        RuntimeConfig(device="cuda", quantization="8bit", model=ModelConfig(compile_decode=True))
     assert RuntimeConfig(quantization="8bit").model.compile_decode is False

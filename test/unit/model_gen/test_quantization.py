@@ -1,0 +1,141 @@
+"""8-bit and 4-bit weights (bitsandbytes) load, generate and compile on the CPU.
+
+The tiny checkpoint goes through the real loader in each setting. The one-layer checkpoint of
+full widths and vocabularies (about 4 B parameters, 8 GB in bf16) runs where
+STREAM_OMNI_FULL_WIDTH=1 is set or CUDA is present (scripts/gpu_bench.sh sets it).
+"""
+import os
+
+import pytest
+import torch
+
+from stream_omni_ros.engine.runtime_config import ModelConfig, RuntimeConfig
+from stream_omni_ros.errors import ConfigError
+from stream_omni_ros.model import bench as model_bench
+from stream_omni_ros.model import memory
+from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
+from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta
+from stream_omni_ros.model.generation import (SPEECH_IN, CompiledDecodeConfig, GenerationConfig,
+                                              GenerationRequest, StreamOmniGenerator)
+from stream_omni_ros.model.quantization import (QUANTIZED_HEADS, QUANTIZED_TABLES,
+                                                quantization_targets, quantize_model,
+                                                stored_bytes)
+from stream_omni_ros.model.random_weights import build_full
+from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+CONFIG = GenerationConfig(max_new_tokens=6, max_new_units=8, mask_units=True,
+                          ignore_stop_ids=True)
+UNITS = (3, 3, 7, 1, 0, 31, 12, 12, 5)
+KINDS = ("text_to_text", "text_to_speech", "speech_to_text", "speech_to_speech")
+FULL_WIDTH = os.environ.get("STREAM_OMNI_FULL_WIDTH") == "1" or torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_quant"), variant="anyres")
+
+
+def load(folder, quantization, dtype="fp32", device="cpu"):
+    return load_stream_omni(str(folder), LoadOptions(device=device, dtype=dtype,
+                                                     quantization=quantization,
+                                                     local_files_only=True))
+
+
+def run(generator, kind):
+    """(text ids, units, end event) of one fixed-length request."""
+    content = {"units": UNITS} if kind in SPEECH_IN else {"text": "What is this?"}
+    events = list(generator.generate(GenerationRequest(kind, config=CONFIG, **content)))
+    return ([e.token_id for e in events if isinstance(e, TextDelta)],
+            [u for e in events if isinstance(e, SpeechUnits) for u in e.units], events[-1])
+
+
+def weight_bytes(model, config):
+    """Stored bytes of every part of the memory table, measured on the loaded modules."""
+    measured = {}
+    for name, prefixes in memory.model_parts(config).items():
+        total = 0
+        for prefix in prefixes:
+            try:
+                total += stored_bytes(model.get_submodule(prefix))
+            except AttributeError:  # a bare parameter such as model.image_newline
+                tensor = model.get_parameter(prefix)
+                total += tensor.numel() * tensor.element_size()
+        measured[name] = total
+    return measured
+
+
+def estimated_bytes(config, dtype, quantization):
+    rows = memory.estimate(config, memory.Context(1, 1, 1), memory.Setting(dtype, quantization))
+    return {row.name: row.bytes for row in rows}
+
+
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_tiny_checkpoint_loads_quantized_and_generates_every_kind(tiny_folder, quantization,
+                                                                  dtype):
+    loaded = load(tiny_folder, quantization, dtype)
+    model = loaded.model
+    names = {name for name, _ in quantization_targets(model)}
+    assert set(QUANTIZED_HEADS + QUANTIZED_TABLES) <= names
+    assert "model.embed_tokens" not in names  # the CTC soft mapping multiplies all of it
+    assert model.lm_head.weight.dtype == (torch.int8 if quantization == "8bit" else torch.uint8)
+    assert model.model.embed_tokens.weight.dtype == model.dtype
+    generator = StreamOmniGenerator(loaded)
+    for kind in KINDS:
+        text_ids, units, end = run(generator, kind)
+        assert isinstance(end, GenerationEnd), kind
+        assert len(units) == (CONFIG.max_new_units if kind.endswith("speech") else 0), kind
+        assert len(text_ids) >= 1, kind
+    measured = weight_bytes(model, loaded.config)
+    assert measured == {name: value for name, value in estimated_bytes(
+        loaded.config, dtype, quantization).items() if name in measured}
+
+
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_quantized_logits_stay_close_to_fp32(tiny_folder, quantization):
+    reference, quantized = load(tiny_folder, "none").model, load(tiny_folder, quantization).model
+    prompt = torch.arange(1, 17)[None]
+    with torch.inference_mode():
+        logits = [m.text_logits(m.llm_forward(m.embed_text(prompt), m.new_caches(16, 1).llm))
+                  for m in (reference, quantized)]
+    error = (logits[1] - logits[0]).abs().max() / logits[0].abs().max()
+    assert error < (0.05 if quantization == "8bit" else 0.5)
+
+
+def test_8bit_compiled_steps_give_eager_ids_on_cpu(tiny_folder):
+    torch._dynamo.reset()
+    loaded = load(tiny_folder, "8bit")
+    compiled = StreamOmniGenerator(loaded, compiled=CompiledDecodeConfig(
+        backend="aot_eager", capacity_multiple=64))
+    eager = StreamOmniGenerator(loaded)
+    for kind in ("text_to_text", "speech_to_speech"):
+        assert run(compiled, kind)[:2] == run(eager, kind)[:2], kind
+    torch._dynamo.reset()
+
+
+def test_quantized_compiled_decode_is_refused_where_it_cannot_run():
+    with pytest.raises(ConfigError, match="replay CUDA graphs"):
+        RuntimeConfig(device="cuda", quantization="8bit",
+                      model=ModelConfig(compile_decode=True))
+    with pytest.raises(ConfigError, match="NF4 lookup tables"):
+        RuntimeConfig(device="cpu", quantization="4bit",
+                      model=ModelConfig(compile_decode=True))
+    assert RuntimeConfig(device="cpu", quantization="8bit",
+                         model=ModelConfig(compile_decode=True)).model.compile_decode
+
+
+@pytest.mark.skipif(not FULL_WIDTH, reason="8 GB of weights: set STREAM_OMNI_FULL_WIDTH=1")
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_one_layer_full_width_model_quantizes_to_the_estimate_and_generates(quantization):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = build_full(device, "bf16", layers=1)
+    prompt = model_bench.parity_prompt(loaded)
+    reference = model_bench.greedy_ids(loaded.model, prompt, 4)
+    quantize_model(loaded.model, quantization, device)
+    measured = weight_bytes(loaded.model, loaded.config)
+    estimated = estimated_bytes(loaded.config, "bf16", quantization)
+    assert measured == {name: estimated[name] for name in measured}
+    figures = model_bench.parity(loaded.model, prompt, reference)
+    assert 0 <= figures["top1_agreement"] <= 1
+    text_ids, units, end = run(StreamOmniGenerator(loaded), "speech_to_speech")
+    assert len(units) == CONFIG.max_new_units and isinstance(end, GenerationEnd)
