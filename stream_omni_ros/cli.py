@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the launch file's nodes in one process (see bringup --help)")
     sub.add_parser("bench", add_help=False,
                    help="latency/throughput benchmark with same-run baselines (see bench --help)")
+    sub.add_parser("memory", add_help=False,
+                   help="device memory per part and setting, and which GPU fits (see memory "
+                        "--help)")
     return parser
 
 
@@ -90,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         from stream_omni_ros.bench.__main__ import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["memory"]:
+        from stream_omni_ros.bench.memory_table import main as memory_main
+
+        return memory_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -199,22 +199,23 @@ def free_device_bytes(device: str) -> int | None:
     return int(free)
 
 
-def max_image_tokens(model: StreamOmniForCausalLM) -> int:
-    """LLM tokens of the largest image the vision settings make (0 without a vision tower)."""
+def image_tokens(model: StreamOmniForCausalLM, size: tuple[int, int] | None = None) -> int:
+    """LLM tokens of one (width, height) image; None: the largest any image makes."""
     settings = model.model.vision_settings
     if settings is None:
         return 0
     from stream_omni_ros.model.anyres import count_image_tokens
 
-    sizes = [(w, h) for h, w in settings.grid_pinpoints] or [(settings.image_size,) * 2]
-    return max(count_image_tokens(size, settings) for size in sizes)
+    sizes = [size] if size else [(w, h) for h, w in settings.grid_pinpoints]
+    return max(count_image_tokens(s, settings) for s in sizes or [(settings.image_size,) * 2])
 
 
 def turn_context(model: StreamOmniForCausalLM, max_input_len: int, max_new_tokens: int,
                  max_new_units: int, history_tokens: int, vocoder_dtype: str = "fp32",
-                 speech_out: bool = True) -> Context:
+                 speech_out: bool = True, image_size: tuple[int, int] | None = None,
+                 ) -> Context:
     """Cache sizes of the longest turn these limits allow (one image, full history)."""
-    llm = (PROMPT_SLACK + history_tokens + max_image_tokens(model) + max_input_len
+    llm = (PROMPT_SLACK + history_tokens + image_tokens(model, image_size) + max_input_len
            + max_new_tokens)
     speech = PROMPT_SLACK + max_input_len + (max_new_units if speech_out else 0)
     return Context(llm, speech, max_input_len, vocoder_dtype, speech_out)
