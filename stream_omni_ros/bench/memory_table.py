@@ -67,10 +67,11 @@ def tables(args: argparse.Namespace) -> str:
                                   args.max_new_units, args.history_tokens,
                                   CosyVoiceConfig().dtype, args.speech, args.image_size)
     columns = {s.label: memory.estimate(config, context, s, model) for s in SETTINGS}
-    lines = [f"Stream-Omni-8B with vision; max_input_len {args.max_input_len}, max_new_tokens "
-             f"{args.max_new_tokens}, max_new_units {args.max_new_units}, history "
-             f"{args.history_tokens} tokens, image "
-             f"{memory.image_tokens(model, args.image_size)} tokens, speech out {'on' if args.speech else 'off'} (GiB)", "",
+    lines = [f"Stream-Omni-8B with vision; max_input_len {args.max_input_len}, "
+             f"max_new_tokens {args.max_new_tokens}, max_new_units {args.max_new_units},",
+             f"history {args.history_tokens} tokens, image "
+             f"{memory.image_tokens(model, args.image_size)} tokens, speech out "
+             f"{'on' if args.speech else 'off'}; sizes in GiB", "",
              "| part | parameters | " + " | ".join(columns) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |"]
     for index, row in enumerate(next(iter(columns.values()))):

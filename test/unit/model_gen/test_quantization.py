@@ -124,6 +124,7 @@ def test_quantized_compiled_decode_is_refused_where_it_cannot_run():
                          model=ModelConfig(compile_decode=True)).model.compile_decode
 
 
+@pytest.mark.full_width
 @pytest.mark.skipif(not FULL_WIDTH, reason="8 GB of weights: set STREAM_OMNI_FULL_WIDTH=1")
 @pytest.mark.parametrize("quantization", ["8bit", "4bit"])
 def test_one_layer_full_width_model_quantizes_to_the_estimate_and_generates(quantization):
