@@ -1,13 +1,14 @@
 """Load a Stream-Omni checkpoint (local folder or hub id) with strict, shape-checked weights."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors import safe_open
@@ -16,8 +17,8 @@ from transformers import PreTrainedTokenizerFast
 from stream_omni_ros.errors import CheckpointError, ConfigError
 from stream_omni_ros.model.config import (VISION_PREFIX, StreamOmniConfig, tokenizer_report,
                                           weights_report)
-from stream_omni_ros.model.quantization import (QUANTIZATIONS, quantize_model,
-                                                require_bitsandbytes)
+from stream_omni_ros.model.quantization import (QUANTIZATIONS, quantize_loaded,
+                                                quantize_model, require_bitsandbytes)
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,11 @@ def load_stream_omni(path_or_hub_id: str, options: LoadOptions = LoadOptions(),
         model = StreamOmniForCausalLM(config)
     unexpected = check_keys_and_shapes(model, shapes, folder)
     load_device = "cpu" if options.quantization != "none" else options.device
-    assign_weights(model, sources, torch.device(load_device), options.torch_dtype)
+    # Quantized settings quantize each module as soon as its file is read (CPU memory holds one
+    # file in the model dtype at a time), then move the rest to the device.
+    after_file = None if options.quantization == "none" else functools.partial(
+        quantize_loaded, model, options.quantization, options.device, options.torch_dtype)
+    assign_weights(model, sources, torch.device(load_device), options.torch_dtype, after_file)
     quantize_model(model, options.quantization, options.device)
     model.eval().requires_grad_(False)
     tokenizer = load_tokenizer(folder, config)
@@ -216,7 +221,8 @@ def check_keys_and_shapes(model: torch.nn.Module, shapes: Mapping[str, tuple[int
 
 
 def assign_weights(model: torch.nn.Module, sources: Mapping[str, tuple[Path, str]],
-                   device: torch.device, dtype: torch.dtype) -> None:
+                   device: torch.device, dtype: torch.dtype,
+                   after_file: Callable[[], None] | None = None) -> None:
     """Read each file once and assign its tensors in place of the meta parameters."""
     expected = set(model.state_dict())
     by_file: dict[Path, list[tuple[str, str]]] = {}
@@ -224,13 +230,28 @@ def assign_weights(model: torch.nn.Module, sources: Mapping[str, tuple[Path, str
         if key in expected:
             by_file.setdefault(path, []).append((key, stored_key))
     for path, keys in by_file.items():
-        part = {}
         with safe_open(str(path), framework="pt", device=str(device)) as handle:
             for key, stored_key in keys:
                 tensor = handle.get_tensor(stored_key)
-                part[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-        model.load_state_dict(part, strict=False, assign=True)
+                assign_tensor(model, key, tensor.to(dtype) if tensor.is_floating_point()
+                              else tensor)
+        if after_file is not None:
+            after_file()
     materialize_buffers(model, device)
+
+
+def assign_tensor(model: torch.nn.Module, key: str, tensor: torch.Tensor) -> None:
+    """Put one loaded tensor in place of its meta parameter or buffer, touching no other module.
+
+    (load_state_dict would visit every module, quantized ones included, which bitsandbytes'
+    lookup tables do not support.)
+    """
+    owner_name, _, leaf = key.rpartition(".")
+    owner = model.get_submodule(owner_name)
+    if leaf in dict(owner.named_parameters(recurse=False)):
+        owner.register_parameter(leaf, torch.nn.Parameter(tensor, requires_grad=False))
+    else:
+        owner.register_buffer(leaf, tensor)
 
 
 def materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
@@ -248,7 +269,8 @@ def materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
             count = buffer.shape[-1]
             module.register_buffer(name, torch.arange(count, device=device).expand(1, -1),
                                    persistent=False)
-    still_meta = [k for k, v in model.state_dict().items() if v.is_meta]
+    still_meta = [k for k, v in list(model.named_parameters()) + list(model.named_buffers())
+                  if v.is_meta]
     if still_meta:
         raise CheckpointError(f"tensors left unloaded: {still_meta[:MAX_LISTED_KEYS]}")
 

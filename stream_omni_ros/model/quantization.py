@@ -70,6 +70,24 @@ def quantization_targets(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, module
 
 
+def quantize_loaded(model: nn.Module, quantization: str, device: str, dtype: torch.dtype,
+                    ) -> None:
+    """Quantize the targets whose weights are loaded already and leave the rest as they are.
+
+    The loader calls this after each weights file, so that the CPU holds at most one file's
+    tensors in the model dtype, never the whole model. `dtype` is the model's activation dtype.
+    """
+    if quantization == "none":
+        return
+    require_bitsandbytes(quantization)
+    bnb = import_bitsandbytes()
+    for name, module in list(quantization_targets(model)):
+        if type(module) in (nn.Linear, nn.Embedding) and not module.weight.is_meta:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, _replacement(bnb, module, quantization, dtype).to(device))
+
+
 def quantize_model(model: nn.Module, quantization: str, device: str) -> None:
     """Replace the targets with bitsandbytes layers in place, then move everything to device.
 
@@ -79,14 +97,7 @@ def quantize_model(model: nn.Module, quantization: str, device: str) -> None:
     """
     if quantization == "none":
         return
-    require_bitsandbytes(quantization)
-    bnb = import_bitsandbytes()
-
-    dtype = model.lm_head.weight.dtype
-    for name, module in list(quantization_targets(model)):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, _replacement(bnb, module, quantization, dtype).to(device))
+    quantize_loaded(model, quantization, device, model.model.norm.weight.dtype)
     model.to(device)
 
 

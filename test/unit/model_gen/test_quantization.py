@@ -140,3 +140,35 @@ def test_one_layer_full_width_model_quantizes_to_the_estimate_and_generates(quan
     assert 0 <= figures["top1_agreement"] <= 1
     text_ids, units, end = run(StreamOmniGenerator(loaded), "speech_to_speech")
     assert len(units) == CONFIG.max_new_units and isinstance(end, GenerationEnd)
+
+
+def test_sharded_checkpoint_is_quantized_file_by_file_with_the_same_result(tmp_path):
+    from stream_omni_ros.model.checkpoint import assign_weights, read_checkpoint
+    from stream_omni_ros.model.quantization import quantize_loaded
+    from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
+
+    folder = write_tiny_checkpoint(tmp_path / "sharded", "novision")
+    _, files, sources, _, config = read_checkpoint(str(folder), LoadOptions())
+    assert len(set(files.values())) > 1
+    with torch.device("meta"):
+        model = StreamOmniForCausalLM(config)
+    seen = []
+
+    def after_file():
+        quantize_loaded(model, "8bit", "cpu", torch.float32)
+        seen.append(sorted(type(m).__name__ for _, m in quantization_targets(model)))
+
+    assign_weights(model, sources, torch.device("cpu"), torch.float32, after_file)
+    assert len(seen) == len(set(files.values()))
+    assert "Linear" in seen[0] and seen[-1].count("Linear") == 0  # quantized as files came
+    by_file = load(folder, "8bit").model  # the loader's file-by-file path
+    whole = load(folder, "none").model
+    quantize_model(whole, "8bit", "cpu")
+    prompt = torch.arange(1, 9)[None]
+    with torch.inference_mode():
+        logits = [m.text_logits(m.llm_forward(m.embed_text(prompt), m.new_caches(8, 1).llm))
+                  for m in (by_file, whole)]
+    # Same weights and scales; LLM.int8's CPU kernel may order its sums differently per call.
+    torch.testing.assert_close(logits[0], logits[1], atol=0.1, rtol=0.05)
+    for (name, a), (_, b) in zip(by_file.named_parameters(), whole.named_parameters()):
+        assert torch.equal(a, b), name
