@@ -47,11 +47,11 @@ if [ "$SIZE" = tiny ]; then
   MODEL_ARGS=(--repeats 2 --prompt-len 32 --text-tokens 8 --units 16 --parity-steps 8)
   BENCH_ARGS=(--turns 1 --pace 0 --text-tokens 8 --units 25 --vocoder-steps 2
               --step-repeats 2 --step-prompt-len 16 --message-repeats 2)
-  VOCODER_ARGS=(--units 50 --repeats 1)
+  VOCODER_ARGS=(--units 50 --repeats 1 --closeness-units 0)
   LIMITS=(180 240 120 120 300)  # generous: CI machines are small and shared
 else
   MODEL_ARGS=(--repeats 10); BENCH_ARGS=(--turns "$TURNS"); VOCODER_ARGS=()
-  LIMITS=(100 130 20 30 170)  # seconds: checks, model, memory, vocoder, bench (sum 450)
+  LIMITS=(100 120 20 60 150)  # seconds: checks, model, memory, vocoder, bench (sum 450)
 fi
 LAYER_ARGS=(); [ "$LAYERS" != 0 ] && LAYER_ARGS=(--layers "$LAYERS")
 QUESTIONS=(); [ -d "$KIT/questions" ] && QUESTIONS=(--questions-from "$KIT/questions")
