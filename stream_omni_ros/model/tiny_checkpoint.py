@@ -1,4 +1,7 @@
-"""Tiny random Stream-Omni checkpoints in the real on-disk format, for tests (spec 13.3)."""
+"""Tiny random Stream-Omni checkpoints in the real on-disk format, for tests.
+
+See doc/model.md §12.3.
+"""
 from __future__ import annotations
 
 import copy
@@ -48,7 +51,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "square": ({"image_aspect_ratio": "square", "mm_patch_merge_type": "flat"}, ()),
     "defaults": ({}, ("num_bottom_audio_layers", "num_top_audio_layers")),
     "norope": ({"rope_scaling": None}, ()),
-    "fullvocab": ({}, ("text_vocab_size",)),  # Corrections 1: six matrices of vocab_size rows
+    "fullvocab": ({}, ("text_vocab_size",)),  # doc/model.md §6.4: six matrices of vocab_size rows
     "novision": ({}, VISION_FIELDS),
     # the real 4096-unit codebook, for a speech tokenizer of the real size
     "units4096": ({"audio_vocab_size": 4096, "vocab_size": 272 + 4096}, ()),

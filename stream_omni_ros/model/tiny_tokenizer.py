@@ -1,4 +1,7 @@
-"""A tiny Llama-3-shaped tokenizer for tests (spec 13.2): bytes, Llama-3 specials, unit tokens."""
+"""A tiny Llama-3-shaped tokenizer for tests: bytes, Llama-3 specials, unit tokens.
+
+See doc/model.md §12.2.
+"""
 from __future__ import annotations
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -13,7 +16,7 @@ SPECIAL_TOKENS = (
     "<|reserved_special_token_5|>", "<|reserved_special_token_6|>",
     "<|reserved_special_token_7|>")
 BOS, EOT = "<|begin_of_text|>", "<|eot_id|>"
-# Llama-3.1's template without the date preamble (what api.py renders, spec 6.5).
+# Llama-3.1's template without the date preamble (what api.py renders, doc/model.md §6.5).
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content']"

@@ -17,7 +17,8 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 ROLES = ("user", "assistant")
 
-# Characters kept by the speakable filter besides word characters and whitespace (spec 7.4).
+# Characters kept by the speakable filter besides word characters and whitespace
+# (doc/model.md §7.4).
 _NOT_SPEAKABLE = re.compile(r"[^\w\s。，',.、“”\"！？!?]")
 _STOP_TOKENS = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")
 
@@ -126,7 +127,8 @@ class PromptIds:
 
 
 class PromptBuilder:
-    """Builds spec 6.5 prompt ids: two BOS as the original, one if `duplicate_bos` is False."""
+    """Builds doc/model.md §6.5 prompt ids: two BOS as the original, one if `duplicate_bos` is
+    False."""
 
     def __init__(self, tok, special: SpecialIds,
                  system_prompt: str = DEFAULT_SYSTEM_PROMPT, duplicate_bos: bool = True):
@@ -200,7 +202,7 @@ class PromptBuilder:
 
 
 def speakable_table(tok, size: int | None = None) -> torch.Tensor:
-    """BoolTensor[size]: whether each token id counts as speakable (spec 7.4)."""
+    """BoolTensor[size]: whether each token id counts as speakable (doc/model.md §7.4)."""
     size = len(tok) if size is None else size
     pieces = tok.batch_decode([[i] for i in range(min(size, len(tok)))],
                               skip_special_tokens=False, clean_up_tokenization_spaces=False)

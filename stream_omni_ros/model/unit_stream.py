@@ -1,4 +1,4 @@
-"""Speech units of a growing utterance, tokenized window by window (spec 5.1, 5.6).
+"""Speech units of a growing utterance, tokenized window by window (doc/model.md §5.1, §5.6).
 
 The speech tokenizer's encoder is bidirectional: the units of a stretch of audio depend on all
 the audio of the same call. Re-tokenizing the whole utterance for every partial transcript costs

@@ -108,7 +108,7 @@ def _cfm_values(cfm_params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def tiny_flow_config() -> FlowConfig:
-    """Tiny random-test configuration of spec 13.4 (same module names, tiny widths)."""
+    """Tiny random-test configuration of doc/model.md §12.4 (same module names, tiny widths)."""
     return FlowConfig(
         input_size=16, vocab_size=32,
         encoder=ConformerConfig(input_size=16, output_size=16, attention_heads=2,

@@ -103,7 +103,7 @@ def _resblock_reach(kernel: int, dilations: tuple[int, ...]) -> int:
 
 
 def tiny_hift_config() -> HiftConfig:
-    """The tiny test configuration of spec 13.4 (still 256 samples per frame at 22050 Hz)."""
+    """The tiny test configuration of doc/model.md §12.4 (still 256 samples per frame)."""
     return HiftConfig(base_channels=16, nb_harmonics=1, resblock_kernel_sizes=(3,),
                       resblock_dilation_sizes=((1,),), source_resblock_kernel_sizes=(3, 3),
                       source_resblock_dilation_sizes=((1,), (1,)), f0_cond_channels=16)

@@ -32,7 +32,7 @@ context and hops growing to 400, an answer of up to about 16 s is streamed from 
 offline's real-size FLOPs (offline's attention over the whole answer costs more than bounded
 windows). ``vocoder.bench`` prints these figures.
 
-Deviations from CosyVoice's own ``token2wav`` streaming (spec 8.7), and why:
+Deviations from CosyVoice's own ``token2wav`` streaming (doc/model.md §11.14), and why:
 - first chunk after ``first_chunk_units`` (15 = 0.6 s) instead of 70 units, for latency;
   hops then grow from ``hop_units`` to ``max_hop_units`` to bound the flow's recomputation;
 - the absolute frame grid replaces per-chunk ``int(n/25*22050/256)`` lengths and per-chunk

@@ -1,4 +1,4 @@
-"""Write a tiny random CosyVoice folder in the real on-disk format (spec 13.4) for tests.
+"""Write a tiny random CosyVoice folder in the real on-disk format (doc/model.md §12.4) for tests.
 
 The yaml uses the real hyperpyyaml tags, including training-only ``!name:`` / ``!apply:`` entries
 that the safe reader must ignore; weights are saved as plain state dicts with the same keys as

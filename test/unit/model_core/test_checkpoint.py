@@ -116,7 +116,7 @@ def test_layer_counts_inferred_from_weight_map(tiny_folder, tmp_path):
 
 
 def test_full_vocabulary_layout_loads(tmp_path):
-    """Corrections 1: no text_vocab_size and six matrices of vocab_size rows."""
+    """doc/model.md §6.4: no text_vocab_size and six matrices of vocab_size rows."""
     folder = write_tiny_checkpoint(tmp_path / "full", "fullvocab")
     loaded = load_stream_omni(str(folder), FP32)
     assert loaded.config.text_vocab_size == loaded.config.vocab_size == 304

@@ -36,7 +36,8 @@ def test_full_size_parts_have_the_spec_parameter_counts(full):
         assert rows[name].params == vocab * H
         assert rows[name].bytes == 2 * vocab * H  # bf16
     assert 0.40e9 < rows["vision (SigLIP tower + projector)"].params < 0.43e9
-    assert 12.6e9 < rows["total"].params < 13.0e9  # spec 3.2: about 12.7 B + vocoder, tokenizer
+    # doc/model.md §3.2: about 12.7 B + vocoder, tokenizer
+    assert 12.6e9 < rows["total"].params < 13.0e9
 
 
 def test_quantized_settings_shrink_what_they_quantize_only(full):
@@ -55,7 +56,8 @@ def test_quantized_settings_shrink_what_they_quantize_only(full):
 def test_kv_cache_bytes_follow_the_spec_per_position(full):
     config = full[0]
     llm_only = memory.kv_cache_bytes(config, memory.Context(1, 0, 0), memory.Setting("bf16"))
-    assert llm_only == memory.CONCURRENT_TURNS * 128 * 1024  # spec 3.2: 128 KiB per position
+    # doc/model.md §3.2: 128 KiB per position
+    assert llm_only == memory.CONCURRENT_TURNS * 128 * 1024
     speech = memory.kv_cache_bytes(config, memory.Context(0, 1, 0), memory.Setting("bf16"))
     assert speech == memory.CONCURRENT_TURNS * ((12 + 20) * 1024 + 2 * H)
 

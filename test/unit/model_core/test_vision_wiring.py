@@ -19,7 +19,7 @@ TOWER_KEY = VISION_PREFIX + "vision_model.encoder.layers.1.mlp.fc2.weight"
 
 @pytest.fixture(scope="module")
 def anyres_folder(tmp_path_factory):
-    """The spec 13.3 tiny checkpoint (anyres_max_9, spatial_unpad, newline)."""
+    """The doc/model.md §12.3 tiny checkpoint (anyres_max_9, spatial_unpad, newline)."""
     return write_tiny_checkpoint(tmp_path_factory.mktemp("vision") / "anyres", "anyres")
 
 

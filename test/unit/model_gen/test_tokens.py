@@ -1,4 +1,5 @@
-"""Prompt layout (spec 6.5) with the real Llama-3 tokenizer, speakable table, CTC rules."""
+"""Prompt layout (doc/model.md §6.5) with the real Llama-3 tokenizer, speakable table, CTC
+rules."""
 from pathlib import Path
 
 import pytest

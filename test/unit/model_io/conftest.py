@@ -19,7 +19,7 @@ TINY_PINPOINTS = [[56, 56], [56, 112], [112, 56], [112, 112], [168, 56], [56, 16
 
 
 def tiny_raw_config(**overrides: Any) -> dict[str, Any]:
-    """The vision part of spec 13.3's tiny config.json, with field overrides."""
+    """The vision part of the tiny config.json of doc/model.md §12.3, with field overrides."""
     raw = {
         "hidden_size": 64,
         "mm_vision_tower": "google/siglip-so400m-patch14-384",

@@ -1,4 +1,4 @@
-"""Image preprocessing (spec 4.2): crop modes, tiling, value range and bad inputs."""
+"""Image preprocessing (doc/model.md §4.2): crop modes, tiling, value range and bad inputs."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Whisper-style 128-bin log-mel (spec 5.1 step 4) against an independent numpy computation."""
+"""Whisper-style 128-bin log-mel (doc/model.md §5.1 step 4) against an independent numpy
+computation."""
 from __future__ import annotations
 
 import numpy as np

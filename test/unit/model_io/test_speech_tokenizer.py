@@ -1,4 +1,4 @@
-"""Waveform -> units through a tiny ONNX tokenizer with the real signature (spec 5.1)."""
+"""Waveform -> units through a tiny ONNX tokenizer with the real signature (doc/model.md §5.1)."""
 from __future__ import annotations
 
 import numpy as np

@@ -15,7 +15,7 @@ from stream_omni_ros.model.vision import count_image_tokens
 
 @pytest.fixture(scope="module")
 def anyres_loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedStreamOmni:
-    """The tiny anyres checkpoint (spec 13.3) loaded in fp32."""
+    """The tiny anyres checkpoint (doc/model.md §12.3) loaded in fp32."""
     folder = write_tiny_checkpoint(tmp_path_factory.mktemp("vision") / "anyres", "anyres")
     return load_stream_omni(str(folder), LoadOptions(dtype="fp32"))
 

@@ -28,7 +28,7 @@ def test_mel_length_follows_cosyvoice_formula(tiny_flow: Flow, n_units: int) -> 
 
 
 def test_known_lengths_match_the_spec(tiny_flow: Flow) -> None:
-    # spec Appendix A: 38 units -> 130 frames; 20 edge units -> 68 frames
+    # doc/model.md §8.3: 38 units -> 130 frames; 20 edge units -> 68 frames
     assert tiny_flow.mel_frames_for(38) == 130
     assert tiny_flow.mel_frames_for(20) == 68
 
