@@ -111,11 +111,11 @@ def run_engine_turns(responder: Responder, config: BenchConfig,
             # either image.frame_at finds one.
             engine.feed_image(image, stamp=mic.stamp)
             engine.feed_image(image, stamp=speech_end)
-            if push_to_talk:
-                engine.open_turn()
+            if push_to_talk:  # pressed and released on the microphone's own clock
+                engine.open_turn(stamp=mic.stamp)
             sent = mic.play(speech)
             if push_to_talk:
-                engine.close_turn()
+                engine.close_turn(stamp=mic.stamp)
             if not arrivals.done.wait(TURN_TIMEOUT_S):
                 raise StreamOmniError(f"bench turn {turn}: no TurnFinished within "
                                       f"{TURN_TIMEOUT_S} s of the endpoint")

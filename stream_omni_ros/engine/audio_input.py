@@ -108,6 +108,12 @@ class AudioFrontEnd:
             return None
         return self._anchor_stamp + index / MODEL_SAMPLE_RATE
 
+    def stamp_to_sample(self, stamp: float) -> int | None:
+        """16 kHz timeline index of a caller-clock time, if the source sent stamps."""
+        if self._anchor_stamp is None:
+            return None
+        return int(round((stamp - self._anchor_stamp) * MODEL_SAMPLE_RATE))
+
     def convert(self, chunk: PcmChunk) -> ConvertedAudio:
         """Validate and convert one chunk; raises InputError and keeps state on bad input."""
         frames = pcm_to_float(chunk, self.config)
@@ -119,6 +125,7 @@ class AudioFrontEnd:
         if gap_s > 0:
             fill_len = int(round(min(gap_s, self.config.max_gap_fill_s) * MODEL_SAMPLE_RATE))
             fill = np.zeros(fill_len, np.float32)
+            self._skip_unfilled(gap_s - fill_len / MODEL_SAMPLE_RATE)
         first_sample = self._samples_out
         samples = self._resample(np.ascontiguousarray(mono, np.float32), chunk.sample_rate)
         if fill.size:
@@ -179,6 +186,13 @@ class AudioFrontEnd:
         if chunk.seq is not None:
             self._last_seq = chunk.seq
         return gap_s
+
+    def _skip_unfilled(self, unfilled_s: float) -> None:
+        """Keep stamps true after a gap longer than the silence inserted for it."""
+        # later samples sit unfilled_s later on the caller's clock than their index says;
+        # without this every following chunk would look late and add silence again
+        if unfilled_s > 0 and self._anchor_stamp is not None:
+            self._anchor_stamp += unfilled_s
 
     def _reanchor(self, chunk: PcmChunk) -> None:
         self._anchor_stamp = None

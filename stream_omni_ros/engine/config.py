@@ -137,9 +137,18 @@ class ListenConfig:
         True, "user speech while the robot responds interrupts it; false ignores that speech")
     half_duplex: bool = described(
         False, "ignore the microphone while the robot responds (no echo cancellation)")
+    # Audio reaches the node later than the button press that ends it (a loaded computer, a
+    # network link, a replayed bag): the utterance ends once audio stamped up to the release has
+    # arrived, or after this wait. Audio stamped further than this from the press is taken to
+    # run on another clock, and the utterance is then delimited by arrival instead.
+    late_audio_wait_s: float = described(
+        1.0, "push-to-talk release: longest wait (wall time) for audio stamped before the release "
+        "that has not arrived yet (expiry is counted and logged)", units="s")
 
     def __post_init__(self) -> None:
         _require(self.mode in LISTEN_MODES, "listen", "mode", self.mode, f"one of {LISTEN_MODES}")
+        _require(self.late_audio_wait_s >= 0, "listen", "late_audio_wait_s",
+                 self.late_audio_wait_s, ">= 0")
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,10 @@ class ConversationEngine:
     def __init__(self, responder: Responder, config: EngineConfig | None = None, *,
                  speech_probability: Callable[[np.ndarray], float] | None = None,
                  callback: Callable[[EngineEvent], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 playback_clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or EngineConfig()
-        self._clock = clock
+        self._clock = clock  # stamps: text turns, push-to-talk presses, unstamped audio
         self._stopped = False
         self._events = EventQueue(self.config.conversation.max_pending_events)
         self.images = ImageBuffer(self.config.image, clock)
@@ -70,7 +71,8 @@ class ConversationEngine:
         self._listener = Listener(self.config, endpointer, self._new_turn_id, clock)
         self._watchdog = AudioWatchdog()
         self._commands: queue.Queue = queue.Queue()
-        self._handle = WorkerHandle()
+        self._handle = WorkerHandle(playback_clock)  # speaker time: when the answer ends
+        self._release_timer: threading.Timer | None = None
         self._worker = TurnWorker(responder, self.config, self._handle, self._events, self.images)
         self._thread = threading.Thread(target=self._worker.run, args=(self._commands,),
                                         name="stream-omni-worker", daemon=True)
@@ -122,13 +124,15 @@ class ConversationEngine:
         return turn_id
 
     def open_turn(self, options: TurnOptions | None = None, image: np.ndarray | None = None,
-                  image_stamp: float | None = None) -> int | None:
-        """Push-to-talk pressed: start an utterance now (interrupts the robot if barge_in)."""
+                  image_stamp: float | None = None, stamp: float | None = None) -> int | None:
+        """Push-to-talk pressed at `stamp` (default now): audio stamped from then on is the
+        utterance (interrupts the robot if barge_in)."""
         self._check_running()
         extras = self._extras(options, image, image_stamp)
         given = options is not None or image is not None  # else keep what arming asked for
+        pressed = self._clock() if stamp is None else float(stamp)
         with self._audio_lock:
-            self._submit(self._listener.open_turn(self._handle.responding(),
+            self._submit(self._listener.open_turn(self._handle.responding(), pressed,
                                                   extras if given else None))
             self._watchdog.heard(self._clock())  # the wait for audio starts at the press
             return self._listener.turn_id
@@ -154,10 +158,15 @@ class ConversationEngine:
                                      truncated=len(audio) > limit))
         return turn_id
 
-    def close_turn(self) -> None:
-        """Push-to-talk released: the utterance is complete, answer it."""
+    def close_turn(self, stamp: float | None = None) -> None:
+        """Push-to-talk released at `stamp` (default now): answer the utterance as soon as the
+        audio stamped up to the release has arrived, or after listen.late_audio_wait_s."""
+        released = self._clock() if stamp is None else float(stamp)
         with self._audio_lock:
-            self._submit(self._listener.close_turn())
+            self._submit(self._listener.close_turn(released))
+            waiting = self._listener.waiting_turn
+        if waiting is not None:
+            self._wait_for_late_audio(waiting)
 
     def check_audio_watchdog(self, now: float | None = None) -> int | None:
         """Abandon the utterance if no audio came for audio.stall_timeout_s; its turn id or None.
@@ -202,6 +211,8 @@ class ConversationEngine:
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel everything, end the worker thread and close the event stream."""
         self._stopped = True
+        if self._release_timer is not None:
+            self._release_timer.cancel()
         self._interrupt(CANCEL_STOP, reset_stream=True)
         self._commands.put(StopWorker())
         self._thread.join(timeout)
@@ -284,6 +295,25 @@ class ConversationEngine:
             if isinstance(command, UtteranceEnded):
                 self._handle.begin_responding(command.turn_id)
             self._commands.put(command)
+
+    def _wait_for_late_audio(self, turn_id: int) -> None:
+        """Answer a released turn after listen.late_audio_wait_s even if audio is missing."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()  # one released turn waits at a time
+        timer = threading.Timer(self.config.listen.late_audio_wait_s, self._expire_release,
+                                (turn_id,))
+        timer.daemon = True
+        self._release_timer = timer
+        timer.start()
+
+    def _expire_release(self, turn_id: int) -> None:
+        with self._audio_lock:
+            if self._stopped:
+                return
+            commands, warnings = self._listener.expire_release(turn_id)
+            for warning in warnings:
+                self._events.put(warning)
+            self._submit(commands)
 
     def _interrupt(self, reason: str, reset_stream: bool) -> None:
         with self._audio_lock:

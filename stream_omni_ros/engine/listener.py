@@ -16,6 +16,7 @@ from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.events import (SOURCE_PUSH_TO_TALK, SOURCE_SPEECH, InputWarning)
 from stream_omni_ros.engine.image_buffer import StampedImage
 from stream_omni_ros.engine.responder import TurnOptions
+from stream_omni_ros.engine.talk_span import TalkSpan
 from stream_omni_ros.engine.vad import Endpointer, SpeechAudio, SpeechEnded, SpeechStarted
 
 
@@ -78,7 +79,7 @@ class Listener:
         self._clock_anchor: float | None = None  # caller-clock time of sample 0 (no stamps)
         self.armed = False  # on_request: the next utterance is a turn
         self._next_extras = TurnExtras()  # for the next utterance that begins
-        self._ptt_open = False
+        self._closed: tuple[int, int] | None = None  # (turn, end) closed before its audio came
         self._drop_utterance()
 
     def apply_config(self, config: EngineConfig) -> None:
@@ -104,6 +105,7 @@ class Listener:
         self._start_stamp: float | None = None
         self._next_partial = self._partial_every
         self._extras = TurnExtras()
+        self._span: TalkSpan | None = None  # push-to-talk: held, or released and completing
 
     def reset(self) -> int | None:
         """Forget the stream and any utterance in progress; return that utterance's turn id."""
@@ -111,18 +113,22 @@ class Listener:
         self.front_end.reset()
         self._clock_anchor = None
         self._endpointer.reset()
-        self._ptt_open = False
         self._next_extras = TurnExtras()
+        self._closed = None
         self._drop_utterance()
         return turn_id
 
     def abandon(self) -> int | None:
         """Drop the utterance in progress (cancel); the stream itself continues."""
         turn_id = self.turn_id
-        self._ptt_open = False
         self._next_extras = TurnExtras()
         self._drop_utterance()
         return turn_id
+
+    @property
+    def waiting_turn(self) -> int | None:
+        """The released push-to-talk turn that still waits for audio stamped before release."""
+        return self.turn_id if self._span is not None and not self._span.held else None
 
     def arm(self, extras: TurnExtras) -> None:
         """The next utterance is a turn (on_request) and answers with these extras."""
@@ -137,9 +143,10 @@ class Listener:
         if chunk.stamp is None:
             self._follow_clock()
         warnings = self._input_warnings(converted.gap_s, converted.clipped_fraction)
+        warnings += self._late_audio(converted.first_sample, len(converted.samples))
         listen = self.config.listen
-        if self._ptt_open:
-            return self._append(converted.samples, converted.first_sample), warnings
+        if self._span is not None:
+            return self._feed_span(converted.samples, converted.first_sample, warnings), warnings
         if listen.mode == "push_to_talk" or (listen.half_duplex and responding
                                              and self.turn_id is None):
             return [], warnings
@@ -153,25 +160,48 @@ class Listener:
                 commands.append(self._finish(event.end_sample, event.reason == "max_length"))
         return commands, warnings
 
-    def open_turn(self, responding: bool, extras: TurnExtras | None = None
+    def open_turn(self, responding: bool, stamp: float, extras: TurnExtras | None = None
                   ) -> list[ListenerCommand]:
-        """Push-to-talk pressed: everything from the next sample on is the utterance."""
-        if self._ptt_open:
+        """Push-to-talk pressed at `stamp`: audio stamped from then on is the utterance."""
+        if self._span is not None:
+            self._span.release_stamp = None  # pressed again before the released audio came
             return []
-        self._ptt_open = True
+        self._span = TalkSpan(stamp)
         if self.turn_id is not None:  # already talking: the utterance now ends on release
             self._extras = extras or self._extras
+            received = self.front_end.samples_out
+            self._span.place(self.front_end, received, received,
+                             self.config.listen.late_audio_wait_s)
             return []
         self._next_extras = extras or self._next_extras
         interrupts = responding and self.config.listen.barge_in
-        return self._begin(self.front_end.samples_out, SOURCE_PUSH_TO_TALK, interrupts)
+        return self._begin(self.front_end.samples_out, SOURCE_PUSH_TO_TALK, interrupts, stamp)
 
-    def close_turn(self) -> list[ListenerCommand]:
-        """Push-to-talk released: the utterance ends at the last sample received."""
-        if not self._ptt_open:
+    def close_turn(self, stamp: float) -> list[ListenerCommand]:
+        """Push-to-talk released at `stamp`: the utterance ends once audio up to it arrived."""
+        if self._span is None or not self._span.held:
             return []
-        self._ptt_open = False
-        return [self._finish(self._start + self._heard, truncated=False)]
+        self._span.release_stamp, self._span.arrival_end = stamp, self.front_end.samples_out
+        end = self._span.end_sample(self.front_end)
+        if end is None or end > self.front_end.samples_out:
+            return []  # waiting_turn: the engine bounds the wait (expire_release)
+        return [self._finish(max(end, self._start), truncated=False)]
+
+    def expire_release(self, turn_id: int) -> tuple[list[ListenerCommand], list[InputWarning]]:
+        """The wait for a released turn's late audio is over: answer what arrived."""
+        if self.waiting_turn != turn_id:
+            return [], []
+        arrived = self._start + self._heard
+        end = self._span.end_sample(self.front_end)
+        missing = "an unknown amount" if end is None else \
+            f"{max(0, end - arrived) * 1000 // MODEL_SAMPLE_RATE} ms"
+        if end is not None and end > arrived:
+            self._closed = (turn_id, end)
+        wait_s = self.config.listen.late_audio_wait_s
+        warning = InputWarning(turn_id, "late_audio_wait_expired", (
+            f"push-to-talk release waited listen.late_audio_wait_s = {wait_s} s for audio "
+            f"stamped before it; {missing} of it had not arrived, the turn is answered without"))
+        return [self._finish(arrived, truncated=False)], [warning]
 
     def _on_speech_started(self, start: int, responding: bool,
                            warnings: list[InputWarning]) -> list[ListenerCommand]:
@@ -185,23 +215,37 @@ class Listener:
         self.armed = False
         return self._begin(start, SOURCE_SPEECH, responding)
 
-    def _begin(self, start: int, source: str, responding: bool) -> list[ListenerCommand]:
+    def _begin(self, start: int, source: str, responding: bool,
+               start_stamp: float | None = None) -> list[ListenerCommand]:
         self.turn_id = self._next_turn_id()
         self._extras, self._next_extras = self._next_extras, TurnExtras()
         self._start = start
-        self._start_stamp = self._stamp_of(start)
+        self._start_stamp = self._stamp_of(start) if start_stamp is None else start_stamp
         return [UtteranceBegan(self.turn_id, source, self._start_stamp, responding,
                                self._extras.options, self._extras.image)]
 
+    def _feed_span(self, samples: np.ndarray, first_sample: int,
+                   warnings: list[InputWarning]) -> list[ListenerCommand]:
+        """Push-to-talk: the first audio after the press places the span on the timeline."""
+        if self._span.by_stamps is None:
+            self._start, note = self._span.place(self.front_end, first_sample,
+                                                 first_sample + len(samples),
+                                                 self.config.listen.late_audio_wait_s)
+            self._start_stamp = self._stamp_of(self._start)
+            if note and self._may_warn("clock_mismatch"):
+                warnings.append(InputWarning(self.turn_id, "clock_mismatch", note))
+        return self._append(samples, first_sample)
+
     def _append(self, samples: np.ndarray, first_sample: int) -> list[ListenerCommand]:
+        limit = self._start + self._max_samples
+        release = self._span.end_sample(self.front_end) if self._span is not None else None
+        end = limit if release is None else min(limit, max(release, self._start))
         skip = max(0, self._start - first_sample)
-        room = self._max_samples - self._heard
-        piece = samples[skip:skip + room]
+        piece = samples[skip:max(skip, end - first_sample)]
         self._parts.append(piece)
         self._heard += len(piece)
-        if self._ptt_open and self._heard >= self._max_samples:
-            self._ptt_open = False
-            return [self._finish(self._start + self._heard, truncated=True)]
+        if self._span is not None and first_sample + len(samples) >= end:
+            return [self._finish(end, truncated=release is None or end < release)]
         if self._heard < self._next_partial:
             return []
         self._next_partial = self._heard + self._partial_every
@@ -217,6 +261,20 @@ class Listener:
                                self._extras.image)
         self._drop_utterance()
         return ended
+
+    def _late_audio(self, first_sample: int, count: int) -> list[InputWarning]:
+        """Audio of a turn that was closed before it arrived: dropped, but never silently."""
+        if self._closed is None:
+            return []
+        turn_id, end = self._closed
+        if first_sample + count >= end:
+            self._closed = None
+        late = min(end, first_sample + count) - first_sample
+        if late <= 0:
+            return []
+        return [InputWarning(turn_id, "late_audio", (
+            f"{late * 1000 // MODEL_SAMPLE_RATE} ms of audio stamped inside turn {turn_id} "
+            "arrived after the turn was closed (listen.late_audio_wait_s) and was dropped"))]
 
     def _follow_clock(self) -> None:
         """Source without stamps: place the timeline on the caller's clock by arrival time."""

@@ -66,8 +66,8 @@ class TurnWorker:
         # a failed answer ends its turn; a failed partial or prefill leaves the turn running
         if isinstance(command, (UtteranceEnded, TextTurn, AudioTurn)):
             unplayed = self._handle.stop_playback(turn_id)
+            self._handle.end_responding(turn_id)  # before the event: readers see it ended
             self._events.put(TurnCancelled(turn_id, "error", unplayed))
-            self._handle.end_responding(turn_id)
 
     @staticmethod
     def _superseded(command: object, later: list) -> bool:
@@ -143,6 +143,7 @@ class TurnWorker:
         try:
             cancel = self._handle.cancel_reason(turn_id)
             if cancel is not None:
+                self._handle.end_responding(turn_id)
                 self._events.put(TurnCancelled(turn_id, cancel, 0.0))
                 return
             rgb, image_stamp, image_note = self._turn_image(turn_id, end_stamp, request.options,
@@ -158,6 +159,9 @@ class TurnWorker:
                 return
             if tracker.response:
                 self.history.add(tracker.transcript, tracker.response)
+            # ended before the event is seen, so that a reader of TurnFinished finds the engine
+            # no longer thinking about this turn
+            self._handle.end_responding(turn_id)
             self._events.put(TurnFinished(turn_id, tracker.transcript, tracker.response, reason,
                                           tracker.metrics(), image_stamp, image_note))
         finally:
@@ -233,4 +237,5 @@ class TurnWorker:
     def _cancelled(self, tracker: TurnTracker, reason: str) -> None:
         self._events.purge(lambda e: isinstance(e, SpeechChunk) and e.turn_id == tracker.turn_id)
         unplayed = self._handle.stop_playback(tracker.turn_id)
+        self._handle.end_responding(tracker.turn_id)
         self._events.put(TurnCancelled(tracker.turn_id, reason, unplayed))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from stream_omni_ros.engine.commands import InterruptPlayback
 
@@ -10,10 +11,11 @@ from stream_omni_ros.engine.commands import InterruptPlayback
 class WorkerHandle:
     """State shared by the worker and the feeding threads (one lock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  # the speaker's time: emitted audio plays in real time on it
         self._lock = threading.Lock()
         self._responding: set[int] = set()
-        self._playback_end = 0.0  # time.monotonic() at which the emitted audio ends playing
+        self._playback_end = 0.0  # clock time at which the emitted audio ends playing
         self._cancelled_through = 0
         self._cancel_reason = ""
         self._cancelled_one: dict[int, str] = {}  # single queued or running turns, by id
@@ -23,12 +25,12 @@ class WorkerHandle:
     def responding(self) -> bool:
         """A turn is queued or running, or its audio is still playing."""
         with self._lock:
-            return bool(self._responding) or time.monotonic() < self._playback_end
+            return bool(self._responding) or self._clock() < self._playback_end
 
     def state(self) -> str:
         """thinking | speaking | idle, as seen by the worker."""
         with self._lock:
-            if self._speaking_turn is not None or time.monotonic() < self._playback_end:
+            if self._speaking_turn is not None or self._clock() < self._playback_end:
                 return "speaking"
             return "thinking" if self._responding else "idle"
 
@@ -72,7 +74,7 @@ class WorkerHandle:
     def note_audio(self, turn_id: int, seconds: float) -> None:
         """Audio of turn_id was emitted; playback is assumed to run in real time after it."""
         with self._lock:
-            self._playback_end = max(self._playback_end, time.monotonic()) + seconds
+            self._playback_end = max(self._playback_end, self._clock()) + seconds
             self._last_spoken = self._speaking_turn = turn_id
 
     def stop_playback(self, turn_id: int | None) -> float:
@@ -80,6 +82,6 @@ class WorkerHandle:
         with self._lock:
             if turn_id is None or turn_id != self._last_spoken:
                 return 0.0
-            unplayed = max(0.0, self._playback_end - time.monotonic())
+            unplayed = max(0.0, self._playback_end - self._clock())
             self._playback_end = 0.0
             return unplayed

@@ -45,11 +45,32 @@ def silero() -> SileroVad:
     return SileroVad()
 
 
-class Mic:
-    """Feeds 16 kHz float audio to an engine as stamped 40 ms S16LE chunks, like a driver."""
+class ManualClock:
+    """A clock that moves only when the test moves it (time-based behaviour, no sleeping)."""
 
-    def __init__(self, engine: ConversationEngine, start_stamp: float = 1000.0) -> None:
-        self.engine, self.seq, self.stamp = engine, 0, start_stamp
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass."""
+        self.now += seconds
+
+
+class Mic:
+    """Feeds 16 kHz float audio to an engine as stamped 40 ms S16LE chunks, like a driver.
+
+    With a clock, the clock reads the end of each chunk once it is delivered, as for a live
+    microphone whose chunks arrive as soon as they are recorded.
+    """
+
+    def __init__(self, engine: ConversationEngine, start_stamp: float = 1000.0,
+                 clock: ManualClock | None = None) -> None:
+        self.engine, self.seq, self.stamp, self.clock = engine, 0, start_stamp, clock
+        if clock is not None:
+            clock.now = start_stamp
 
     def play(self, samples: np.ndarray) -> None:
         """Send samples in 40 ms chunks."""
@@ -60,9 +81,11 @@ class Mic:
                                             seq=self.seq))
             self.seq += 1
             self.stamp += len(piece) / 16000
+            if self.clock is not None:
+                self.clock.now = self.stamp
 
 
-def _collect(engine: ConversationEngine, until=None, timeout: float = 10.0) -> list:
+def _collect(engine: ConversationEngine, until=None, timeout: float = 60.0) -> list:
     """Events up to and including the first that satisfies until (default: a turn's end)."""
     until = until or (lambda e: isinstance(e, (TurnFinished, TurnCancelled)))
     events, deadline = [], time.monotonic() + timeout
@@ -83,18 +106,27 @@ def mic():
 
 @pytest.fixture
 def collect():
-    """collect(engine, until=None, timeout=10) -> events up to the first match (turn end)."""
+    """collect(engine, until=None, timeout=60) -> events up to the first match (turn end)."""
     return _collect
 
 
 @pytest.fixture
+def manual_clock():
+    """ManualClock(now=1000.0): pass as an engine's clock or playback_clock."""
+    return ManualClock
+
+
+@pytest.fixture
 def engine_factory(silero):
-    """make(responder=None, **config_groups) -> a ConversationEngine, stopped after the test."""
+    """make(responder=None, clock=None, playback_clock=None, **config_groups) -> an engine,
+    stopped after the test (clocks default to the engine's own)."""
     engines = []
 
-    def make(responder=None, **groups) -> ConversationEngine:
+    def make(responder=None, clock=None, playback_clock=None, **groups) -> ConversationEngine:
+        clocks = {name: value for name, value in
+                  (("clock", clock), ("playback_clock", playback_clock)) if value is not None}
         engine = ConversationEngine(responder or EchoResponder(), EngineConfig(**groups),
-                                    speech_probability=silero)
+                                    speech_probability=silero, **clocks)
         engines.append(engine)
         return engine
 

@@ -82,6 +82,18 @@ def test_gap_from_stamps_is_reported_and_jitter_is_not():
     assert front_end.sample_to_stamp(0) == pytest.approx(100.0)
 
 
+def test_a_pause_longer_than_the_fill_keeps_stamps_true_and_is_reported_once():
+    front_end = AudioFrontEnd()
+    data = encode(tone(16000, 0.04, 300), "S16LE", 1)
+    front_end.convert(PcmChunk(data, 16000, stamp=100.0))
+    resumed = front_end.convert(PcmChunk(data, 16000, stamp=160.04))  # a minute later
+    after = front_end.convert(PcmChunk(data, 16000, stamp=160.08))
+    assert resumed.gap_s == pytest.approx(60.0) and after.gap_s == 0
+    assert len(resumed.samples) == 16000 + 640  # only max_gap_fill_s of silence is inserted
+    assert front_end.sample_to_stamp(after.first_sample) == pytest.approx(160.08)
+    assert front_end.stamp_to_sample(160.08) == after.first_sample
+
+
 def test_clipping_fraction_is_measured():
     front_end = AudioFrontEnd()
     loud = np.clip(tone(16000, 0.1, 100, amplitude=2.0), -1.0, 1.0)

@@ -30,7 +30,7 @@ class GatedResponder(EchoResponder):
         self.steps.append(0)
         turn = len(self.steps) - 1
         for output in super().begin_turn(request):
-            assert self.gate.acquire(timeout=3), "test never released the responder"
+            assert self.gate.acquire(timeout=60), "test never released the responder"
             self.steps[turn] += 1
             yield output
 
@@ -59,7 +59,7 @@ def test_speech_turn_events_in_order_with_partials_before_the_endpoint(
                    "and whether the red cup is still there.")
     mic.play(silence(0.5))
     mic.play(speech[:32000])  # two seconds in: the user is still talking
-    early = collect(engine, lambda e: isinstance(e, TranscriptPartial), timeout=5)
+    early = collect(engine, lambda e: isinstance(e, TranscriptPartial))
     mic.play(speech[32000:])
     mic.play(silence(1.0))
     events = early + collect(engine)
@@ -81,19 +81,26 @@ def test_speech_turn_events_in_order_with_partials_before_the_endpoint(
     assert done.metrics.audio_s == pytest.approx(sum(len(c.pcm) for c in chunks) / 22050)
 
 
+def wait_for(predicate, what: str, timeout_s: float = 60.0) -> None:
+    """Poll a condition of another thread's progress; fail naming `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_barge_in_cancels_within_one_step_and_drops_unplayed_audio(
-        engine_factory, speak, mic, collect):
+        engine_factory, speak, mic, collect, manual_clock):
     responder = GatedResponder()
-    engine = engine_factory(responder)
+    engine = engine_factory(responder, playback_clock=manual_clock())
     mic = mic(engine)
+    stop_please = speak("Stop, stop please.", 0, 0)
     turn = engine.request_turn("tell me a very long story about a robot that loved tea")
     for _ in range(6):
         responder.gate.release()
-    deadline = time.monotonic() + 5
-    while (not responder.steps or responder.steps[0] < 6) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: responder.steps and responder.steps[0] == 6, "six responder outputs")
     mic.play(silence(0.3))
-    mic.play(speak("Stop, stop please.", 0, 0))
+    mic.play(stop_please)
     assert engine.state == "user_speaking"
     steps_at_barge_in = responder.steps[0]
     for _ in range(100):
@@ -112,23 +119,26 @@ def test_barge_in_cancels_within_one_step_and_drops_unplayed_audio(
 
 
 def test_barge_in_during_playback_interrupts_the_finished_turn(
-        engine_factory, speak, mic, collect):
-    engine = engine_factory()
+        engine_factory, speak, mic, collect, manual_clock):
+    speaker = manual_clock()
+    engine = engine_factory(playback_clock=speaker)
     mic = mic(engine)
     turn = engine.request_turn("one two three four five six seven eight nine ten")
     collect(engine)
-    assert engine.state == "speaking"  # about three seconds of audio still playing
+    assert engine.state == "speaking"  # 12 words of 0.25 s: 3 s of audio to play
+    speaker.advance(1.0)
     mic.play(speak("Wait."))
     mic.play(silence(1.0))
     events = collect(engine)
     interrupted = [e for e in events if isinstance(e, SpeechInterrupted)]
     assert [(e.turn_id, e.reason) for e in interrupted] == [(turn, "barge_in")]
-    assert 0 < interrupted[0].unplayed_s < 3.5
+    assert interrupted[0].unplayed_s == pytest.approx(3.0 - 1.0, abs=0.01)  # whole 1 s played
     assert isinstance(events[-1], TurnFinished) and events[-1].turn_id == turn + 1
 
 
-def test_without_barge_in_speech_during_a_response_is_ignored(engine_factory, speak, mic, collect):
-    engine = engine_factory(listen=ListenConfig(barge_in=False))
+def test_without_barge_in_speech_during_a_response_is_ignored(engine_factory, speak, mic, collect,
+                                                             manual_clock):
+    engine = engine_factory(listen=ListenConfig(barge_in=False), playback_clock=manual_clock())
     engine.request_turn("one two three four five six seven eight nine ten")
     collect(engine)
     mic(engine, 2000.0).play(np.concatenate([speak("Wait."), silence(1.0)]))
@@ -205,19 +215,61 @@ def test_on_request_mode_answers_only_when_armed(engine_factory, speak, mic, col
 
 
 def test_push_to_talk_takes_exactly_the_audio_between_open_and_close(
-        engine_factory, speak, mic, collect):
-    engine = engine_factory(listen=ListenConfig(mode="push_to_talk"))
-    mic = mic(engine)
+        engine_factory, speak, mic, collect, manual_clock):
+    clock = manual_clock()
+    engine = engine_factory(listen=ListenConfig(mode="push_to_talk"), clock=clock)
+    mic = mic(engine, clock=clock)
+    now_it_is = speak("Now it is.")
     mic.play(speak("This is not meant for the robot."))
+    pressed = clock()
     turn = engine.open_turn()
     mic.play(silence(2.0))  # pauses do not end a push-to-talk turn
-    mic.play(speak("Now it is."))
+    mic.play(now_it_is)
     engine.close_turn()
     events = collect(engine)
     assert events[0].turn_id == turn and events[0].source == "push_to_talk"
     final = [e for e in events if isinstance(e, TranscriptFinal)][0]
-    heard_s = float(final.text.split()[0][1:])
-    assert heard_s == pytest.approx(2.0 + len(speak("Now it is.")) / 16000, abs=0.1)
+    assert final.start_stamp == pytest.approx(pressed)
+    assert final.end_stamp == pytest.approx(clock())
+    assert final.text == f"({2.0 + len(now_it_is) / 16000:.1f} s of speech)"
+
+
+def test_push_to_talk_answers_audio_that_arrives_after_the_release(engine_factory, mic, collect,
+                                                                    manual_clock):
+    clock = manual_clock()
+    engine = engine_factory(listen=ListenConfig(mode="push_to_talk", late_audio_wait_s=3600.0),
+                            clock=clock)
+    microphone = mic(engine, clock=clock)
+    microphone.play(silence(0.2))
+    turn = engine.open_turn()
+    microphone.play(silence(0.5))
+    late = mic(engine, microphone.stamp)  # the next 0.5 s is delayed on its way
+    late.seq = microphone.seq
+    engine.close_turn(stamp=microphone.stamp + 0.5)
+    assert engine.state == "user_speaking"  # the turn waits for its audio
+    late.play(np.concatenate([silence(0.5), silence(0.3)]))
+    events = collect(engine)
+    final = next(e for e in events if isinstance(e, TranscriptFinal))
+    assert (final.turn_id, final.text) == (turn, "(1.0 s of speech)")
+    assert final.end_stamp - final.start_stamp == pytest.approx(1.0)
+    assert not [e for e in events if isinstance(e, InputWarning)]
+
+
+def test_push_to_talk_release_waits_a_bounded_time_and_says_so(engine_factory, mic, collect,
+                                                               manual_clock):
+    clock = manual_clock()
+    engine = engine_factory(listen=ListenConfig(mode="push_to_talk", late_audio_wait_s=0.05),
+                            clock=clock)
+    microphone = mic(engine, clock=clock)
+    turn = engine.open_turn()
+    microphone.play(silence(0.5))
+    engine.close_turn(stamp=clock() + 0.3)  # 0.3 s of audio that never comes
+    events = collect(engine)
+    warning = next(e for e in events if isinstance(e, InputWarning))
+    assert (warning.turn_id, warning.kind) == (turn, "late_audio_wait_expired")
+    assert "300 ms" in warning.message
+    final = next(e for e in events if isinstance(e, TranscriptFinal))
+    assert final.text == "(0.5 s of speech)"
 
 
 def test_cancel_stops_the_turn_and_engine_keeps_answering(engine_factory, mic, collect):

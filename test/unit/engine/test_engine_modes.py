@@ -24,27 +24,30 @@ def silence(seconds: float) -> np.ndarray:
 
 
 def test_half_duplex_ignores_the_mic_while_the_robot_speaks(engine_factory, mic, collect,
-                                                            speak):
-    engine = engine_factory(listen=ListenConfig(half_duplex=True))
+                                                            speak, manual_clock):
+    speaker = manual_clock()
+    engine = engine_factory(listen=ListenConfig(half_duplex=True), playback_clock=speaker)
     utterance = np.concatenate([speak("Hello there."), silence(1.0)])
-    engine.request_turn("one two three")  # about 1.25 s of audio to play
+    engine.request_turn("one two three")  # 1.25 s of audio to play
     collect(engine)
     mic(engine).play(utterance)
     assert engine.get_event(timeout=0.3) is None  # no barge-in, no new turn
-    deadline = time.monotonic() + 5
-    while engine.state == "speaking" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert engine.state == "speaking"
+    speaker.advance(1.25)
+    assert engine.state == "listening"
     mic(engine, 2000.0).play(utterance)
     assert isinstance(collect(engine)[-1], TurnFinished)
 
 
-def test_reconfigure_switches_listen_mode_live(engine_factory, mic, collect, speak):
-    engine = engine_factory(EchoResponder(seconds_per_word=0.01))  # playback ends at once
+def test_reconfigure_switches_listen_mode_live(engine_factory, mic, collect, speak,
+                                               manual_clock):
+    speaker = manual_clock()
+    engine = engine_factory(playback_clock=speaker)
     utterance = np.concatenate([silence(0.3), speak("Robot, come here."), silence(1.0)])
     microphone = mic(engine)
     microphone.play(utterance)
     assert isinstance(collect(engine)[-1], TurnFinished)
-    time.sleep(0.1)
+    speaker.advance(60.0)  # the answer has been played
     engine.reconfigure(dataclasses.replace(engine.config, listen=ListenConfig(mode="on_request")))
     assert engine.state == "idle"
     microphone.play(utterance)
@@ -76,7 +79,7 @@ def test_callback_receives_every_event_in_order(silero):
                                 callback=on_event)
     try:
         turn = engine.request_turn("hello robot")
-        assert finished.wait(5)
+        assert finished.wait(60)
     finally:
         engine.stop()
     assert isinstance(received[0], TurnStarted) and received[0].turn_id == turn
@@ -95,14 +98,18 @@ def test_gaps_and_clipping_are_reported(engine_factory, collect):
 
 
 def test_stop_ends_the_event_stream_and_refuses_more_input(silero):
-    engine = ConversationEngine(EchoResponder(), EngineConfig(), speech_probability=silero)
+    engine = ConversationEngine(EchoResponder(), EngineConfig(), speech_probability=silero,
+                                playback_clock=lambda: 0.0)  # its answer is still playing
     engine.request_turn("hello")
     collected = []
     reader = threading.Thread(target=lambda: collected.extend(engine.events()))
     reader.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while not any(isinstance(e, TurnFinished) for e in collected):
+        assert time.monotonic() < deadline, "the turn did not finish"
+        time.sleep(0.01)
     engine.stop()
-    reader.join(5)
+    reader.join(60)
     assert not reader.is_alive()  # the iterator ended with the engine
     assert [type(e).__name__ for e in collected][-2:] == ["TurnFinished", "SpeechInterrupted"]
     assert collected[-1].reason == "stop"  # a sink stops playing what it still holds
@@ -137,11 +144,28 @@ def test_unknown_frame_moment_is_named():
 
 
 def test_push_to_talk_pressed_before_any_audio_still_stamps_the_utterance(engine_factory, mic,
-                                                                          collect):
-    engine = engine_factory(EchoResponder(seconds_per_word=0.01),
+                                                                          collect,
+                                                                          manual_clock):
+    clock = manual_clock(1000.0)
+    engine = engine_factory(EchoResponder(seconds_per_word=0.01), clock=clock,
                             listen=ListenConfig(mode="push_to_talk"))
     engine.open_turn()  # the first audio sample arrives only after the press
-    mic(engine, 1000.0).play(silence(1.0))
+    mic(engine, 1000.0, clock=clock).play(silence(1.0))
     engine.close_turn()
-    final = next(e for e in collect(engine) if isinstance(e, TranscriptFinal))
+    events = collect(engine)
+    final = next(e for e in events if isinstance(e, TranscriptFinal))
     assert final.start_stamp == 1000.0 and final.end_stamp == pytest.approx(1001.0)
+    assert not [e for e in events if isinstance(e, InputWarning)]
+
+
+def test_push_to_talk_on_a_source_without_stamps_follows_arrival(engine_factory, collect):
+    engine = engine_factory(EchoResponder(seconds_per_word=0.01),
+                            listen=ListenConfig(mode="push_to_talk"))
+    engine.open_turn()
+    for _ in range(25):  # an unpaced file: 1 s of audio, no stamps, as fast as it can
+        engine.feed_audio(PcmChunk(bytes(1280), 16000))
+    engine.close_turn()
+    events = collect(engine)
+    final = next(e for e in events if isinstance(e, TranscriptFinal))
+    assert final.text == "(1.0 s of speech)"
+    assert not [e for e in events if isinstance(e, InputWarning)]
