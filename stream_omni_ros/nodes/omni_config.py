@@ -11,8 +11,8 @@ AUDIO_OUT_ENCODINGS = ("F32LE", "S16LE")
 # Engine settings a user may change while the node runs (parameter callback -> reconfigure).
 RUNTIME_SAFE_ENGINE_FIELDS = (
     "conversation.system_prompt", "conversation.speak", "conversation.use_camera",
-    "vad.threshold", "listen.mode", "listen.barge_in", "listen.half_duplex", "image.max_age_s",
-    "image.frame_at")
+    "vad.threshold", "listen.mode", "listen.barge_in", "listen.half_duplex",
+    "listen.late_audio_wait_s", "image.max_age_s", "image.frame_at")
 
 
 @dataclass(frozen=True)

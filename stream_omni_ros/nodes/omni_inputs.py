@@ -18,8 +18,9 @@ from stream_omni_ros.nodes.omni_config import OmniNodeConfig
 from stream_omni_ros.nodes.omni_diagnostics import InputCounters, lost_message_counter
 from stream_omni_ros.nodes.omni_publishers import time_msg_to_seconds
 
-# >= 1.5 s of 10 ms chunks: the engine may hold the audio lock briefly during a VAD step.
-AUDIO_IN_QOS = QoSProfile(depth=400, reliability=ReliabilityPolicy.BEST_EFFORT)
+# 10 s of 10 ms chunks: audio replayed faster than real time (a bag at 4x, an unpaced file)
+# queues here and is processed in full, in order; it is never dropped as a flood.
+AUDIO_IN_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT)
 IMAGE_BURST_S = 0.5  # a burst of this many seconds of frames at max_rate_hz passes whole
 IMAGE_QOS = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                        durability=qos_profile_sensor_data.durability)
@@ -40,8 +41,8 @@ class InputAdapter:
         self._node, self._engine, self._config = node, engine, config
         self._counters = counters
         self._last_log: dict[str, float] = {}
-        self._last_image = time.monotonic()
-        self._image_tokens = 1.0
+        self._last_image: float | None = None  # stamp of the previous frame
+        self._image_tokens = 0.0
         self.listening = True
         self.audio_frame_id = ""
         self.image_frame_id = ""
@@ -89,39 +90,46 @@ class InputAdapter:
 
     def on_image(self, msg: Image) -> None:
         """Decode a camera frame and store it with its stamp."""
-        if self._flooded():
+        stamp = self._frame_stamp(msg.header)
+        if self._flooded(stamp):
             return
         try:
-            self._store(image_msg_to_rgb(msg, self._config.image.max_pixels), msg.header)
+            self._store(image_msg_to_rgb(msg, self._config.image.max_pixels), stamp,
+                        msg.header.frame_id)
         except InputError as error:
             self._reject("image", error.reason, error)
 
     def on_compressed_image(self, msg: CompressedImage) -> None:
         """Decode a compressed camera frame and store it with its stamp."""
-        if self._flooded():
+        stamp = self._frame_stamp(msg.header)
+        if self._flooded(stamp):
             return
         try:
-            self._store(compressed_image_msg_to_rgb(msg, self._config.image.max_pixels),
-                        msg.header)
+            self._store(compressed_image_msg_to_rgb(msg, self._config.image.max_pixels), stamp,
+                        msg.header.frame_id)
         except InputError as error:
             self._reject("image", error.reason, error)
 
-    def _store(self, rgb, header) -> None:
+    def _frame_stamp(self, header) -> float:
+        """The frame's capture time; an unstamped frame is taken as captured now."""
         stamp = time_msg_to_seconds(header.stamp)
-        if stamp <= 0:  # an unstamped frame is taken as captured now
-            stamp = self._node.get_clock().now().nanoseconds * 1e-9
-        self._engine.feed_image(rgb, stamp, header.frame_id)
-        self.image_frame_id = header.frame_id
+        return stamp if stamp > 0 else self._node.get_clock().now().nanoseconds * 1e-9
+
+    def _store(self, rgb, stamp: float, frame_id: str) -> None:
+        self._engine.feed_image(rgb, stamp, frame_id)
+        self.image_frame_id = frame_id
         self._counters.add("image.accepted")
 
-    def _flooded(self) -> bool:
-        """True (and counted) when frames come faster than image.max_rate_hz for a while."""
-        # A token bucket: camera jitter passes, a sustained flood is cut to max_rate_hz.
+    def _flooded(self, stamp: float) -> bool:
+        """True (and counted) when frames are stamped faster than image.max_rate_hz a while."""
+        # A token bucket over the frames' own stamps: camera jitter passes, a sustained flood
+        # is cut to max_rate_hz before any decoding, and the same frames pass whatever the
+        # delivery speed (a bag replayed at 4x, a loaded machine delivering in bursts).
         rate = self._config.image.max_rate_hz
-        now = time.monotonic()  # wall time: the limit protects CPU work, not sim time
         capacity = max(1.0, rate * IMAGE_BURST_S)
-        self._image_tokens = min(capacity, self._image_tokens + (now - self._last_image) * rate)
-        self._last_image = now
+        elapsed = capacity / rate if self._last_image is None else stamp - self._last_image
+        self._image_tokens = min(capacity, self._image_tokens + max(0.0, elapsed) * rate)
+        self._last_image = stamp
         if self._image_tokens < 1.0:
             self._reject("image", "rate_limit", InputError(
                 f"images arrive faster than image.max_rate_hz = {rate}"))
