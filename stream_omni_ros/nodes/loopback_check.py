@@ -5,6 +5,7 @@ sink wrote with the samples the source read, sample for sample.
 """
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -35,18 +36,33 @@ def speak_to_wav(text: str, path: Path, sample_rate: int = 16000) -> Path:
     return path
 
 
+def recorded_seconds(turns_log: Path) -> float:
+    """Seconds of audio the sink has written so far, from its turns.jsonl."""
+    lines = turns_log.read_text(encoding="utf-8").splitlines() if turns_log.exists() else []
+    try:
+        return sum(json.loads(line)["audio_s"] for line in lines)
+    except ValueError:  # a line being written right now
+        return 0.0
+
+
 def run_audio_loopback(workdir: Path, text: str, timeout_s: float = 60.0) -> LoopbackResult:
     """Publish a spoken WAV from one node process and record it in another."""
     started = time.monotonic()
     source_wav = speak_to_wav(text, workdir / "question.wav")
+    sent_s = soundfile.info(str(source_wav)).frames / 16000
     out_dir = workdir / "received"
-    sink = start_node("audio_sink_node", {"output_dir": str(out_dir), "idle_timeout_s": 30.0},
+    # A pause of 1 s closes the sink's file, so that what arrived can be seen on disk; a loaded
+    # machine may split the stream into several files, which are compared joined.
+    sink = start_node("audio_sink_node", {"output_dir": str(out_dir), "idle_timeout_s": 1.0},
                       {"audio/out": "audio/in"})
     try:
         source = start_node("wav_source_node", {"files": [str(source_wav)], "gap_s": 0.0,
                                                 "chunk_s": 0.01})
         source.wait(timeout=timeout_s)
-        time.sleep(0.5)  # let the last reliable chunks arrive before the sink flushes
+        deadline = time.monotonic() + timeout_s
+        while recorded_seconds(out_dir / "turns.jsonl") < sent_s - 1e-6 \
+                and sink.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         sink.send_signal(signal.SIGINT)
         sink.wait(timeout=30)

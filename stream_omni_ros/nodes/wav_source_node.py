@@ -82,8 +82,10 @@ class WavSourceNode(Node):
         while self.sent_s <= elapsed_s:
             chunk = next(self.stream, None)
             if chunk is None:
-                self.done = True
                 self.timer.cancel()
+                # the last chunks reach every subscriber before the writer goes away
+                self.pub.wait_for_all_acked(Duration(seconds=10))
+                self.done = True
                 self.get_logger().info(f"finished: {self.seq} chunks published")
                 return
             self._publish(*chunk)

@@ -65,7 +65,7 @@ def test_a_tone_played_into_the_microphone_arrives_as_audio_chunks(pulse, ros_no
     off_by = steps - frames[:-1] / RATE
     assert off_by.min() > -0.0015
     assert np.mean(np.abs(off_by) < 0.0015) > 0.8, off_by[np.abs(off_by) >= 0.0015]
-    assert abs(stamps_s[-1] - received_at_s) < 0.5
+    assert abs(stamps_s[-1] - received_at_s) < 2.0  # the node clock, however late delivered
 
 
 def test_an_absent_device_is_reported_with_the_available_ones(pulse):
