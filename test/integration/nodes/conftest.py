@@ -137,6 +137,19 @@ def loud_frames(samples: np.ndarray, rate: int, threshold: float = 0.05) -> np.n
     return np.sqrt((usable ** 2).mean(axis=1)) > threshold
 
 
+def tone_hz(samples: np.ndarray, rate: int) -> float:
+    """Pitch of a tone from the spacing of its zero crossings.
+
+    A busy machine makes a real-time sound server drop or repeat short stretches; the odd
+    spacings at those joins are left out, so the estimate stays within a few Hz.
+    """
+    spacing = np.diff(np.flatnonzero(np.diff(np.signbit(samples))))
+    assert spacing.size, "no tone was recorded"
+    median = np.median(spacing)
+    typical = spacing[(spacing > 0.5 * median) & (spacing < 1.5 * median)]
+    return float(rate / (2 * typical.mean()))
+
+
 def loud_seconds(samples: np.ndarray, rate: int, threshold: float = 0.05) -> float:
     """Total duration of 20 ms frames whose RMS exceeds `threshold`."""
     return float(loud_frames(samples, rate, threshold).sum() * 0.02)

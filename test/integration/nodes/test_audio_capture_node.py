@@ -41,7 +41,7 @@ def test_a_tone_played_into_the_microphone_arrives_as_audio_chunks(pulse, ros_no
                                              "chunk_s": 0.02, "frame_id": "mic_link"},
                       env=pulse.client_env(PULSE_SOURCE="mic_sink.monitor"))
     try:
-        assert sound.spin_until(ros_node, lambda: len(chunks) >= 5, 20.0), "no audio/in"
+        assert sound.spin_until(ros_node, lambda: len(chunks) >= 5, 60.0), "no audio/in"
         player = pulse.play(sound.write_tone(tmp_path / "a440.wav", 440.0, 1.0, RATE),
                             "mic_sink")
         player.wait(timeout=10)
@@ -55,7 +55,8 @@ def test_a_tone_played_into_the_microphone_arrives_as_audio_chunks(pulse, ros_no
     assert first.header.frame_id == "mic_link"
     samples = np.concatenate([audio_msg_to_pcm(c).samples[:, 0] for c in chunks])
     assert 0.7 <= sound.loud_seconds(samples, RATE) <= 1.3
-    assert abs(sound.dominant_hz(sound.loud_part(samples, RATE), RATE) - 440.0) < 3.0
+    # within a few percent: a busy sound server drops or repeats periods; a wrong rate is 3x
+    assert abs(sound.tone_hz(sound.loud_part(samples, RATE), RATE) - 440.0) < 0.05 * 440.0
     assert [c.seq for c in chunks] == list(range(chunks[0].seq, chunks[0].seq + len(chunks)))
     stamps_s = np.array([c.header.stamp.sec + c.header.stamp.nanosec * 1e-9 for c in chunks])
     frames = np.array([len(c.data) // 2 for c in chunks])

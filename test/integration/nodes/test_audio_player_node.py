@@ -30,7 +30,7 @@ def player(pulse, ros_node, sound, tmp_path):
     try:
         assert sound.spin_until(ros_node, lambda: audio_pub.get_subscription_count() > 0
                                 and state_pub.get_subscription_count() > 0
-                                and stop.service_is_ready(), 20.0), "player did not come up"
+                                and stop.service_is_ready(), 60.0), "player did not come up"
         yield audio_pub, state_pub, stop, recording
     finally:
         recording.stop()
@@ -52,20 +52,23 @@ def test_tones_at_two_rates_are_played_in_order(player, ros_node, sound):
     audio_pub, _, _, recording = player
     publish_tone(audio_pub, sound, 440.0, 0.6, 22050, turn_id=1)
     publish_tone(audio_pub, sound, 880.0, 0.6, 16000, turn_id=2)  # stream reopens at 16 kHz
-    sound.spin_until(ros_node, lambda: recording.loud_seconds() >= 1.2, 10.0)
+    sound.spin_until(ros_node, lambda: recording.loud_seconds() >= 1.2, 60.0)
     sound.spin_for(ros_node, 0.3)
     samples = recording.stop()
-    assert 1.1 <= sound.loud_seconds(samples, REC_RATE) <= 1.4
+    # Played once, in order, each at its own rate (22050 Hz taken for 16000 Hz would shift a
+    # tone by 38 %); a starved real-time sound server drops or repeats a few periods, which
+    # moves a measured pitch by a few percent at most.
+    assert 1.1 <= sound.loud_seconds(samples, REC_RATE) < 2.0
     loud = sound.loud_part(samples, REC_RATE)
     quarter = len(loud) // 4
-    assert abs(sound.dominant_hz(loud[:quarter], REC_RATE) - 440.0) < 5.0
-    assert abs(sound.dominant_hz(loud[-quarter:], REC_RATE) - 880.0) < 5.0
+    assert sound.tone_hz(loud[:quarter], REC_RATE) == pytest.approx(440.0, rel=0.05)
+    assert sound.tone_hz(loud[-quarter:], REC_RATE) == pytest.approx(880.0, rel=0.05)
 
 
 def interrupt_a_long_answer(ros_node, sound, audio_pub, recording, interrupt) -> float:
     """Play 4 s of turn 3, interrupt 0.3 s into it; return seconds that were played."""
     publish_tone(audio_pub, sound, 440.0, 4.0, 22050, turn_id=3, final=False)
-    assert sound.spin_until(ros_node, lambda: recording.loud_seconds() >= 0.3, 10.0)
+    assert sound.spin_until(ros_node, lambda: recording.loud_seconds() >= 0.3, 60.0)
     interrupt()
     # Chunks of the interrupted turn that arrive late are not played either.
     publish_tone(audio_pub, sound, 440.0, 1.0, 22050, turn_id=3, first_seq=40)
@@ -79,7 +82,7 @@ def test_stop_speaking_drops_queued_audio_and_the_rest_of_the_turn(player, ros_n
 
     def call_stop() -> None:
         future = stop.call_async(Trigger.Request())
-        assert sound.spin_until(ros_node, future.done, 5.0)
+        assert sound.spin_until(ros_node, future.done, 60.0)
         responses.append(future.result())
 
     played = interrupt_a_long_answer(ros_node, sound, audio_pub, recording, call_stop)
@@ -89,7 +92,7 @@ def test_stop_speaking_drops_queued_audio_and_the_rest_of_the_turn(player, ros_n
     assert 0.3 <= played < 2.0, played
     assert responses[0].success
     dropped_s = float(re.search(r"dropped ([\d.]+) s", responses[0].message).group(1))
-    assert 3.0 <= played + dropped_s <= 4.3, (played, dropped_s)
+    assert 3.0 <= played + dropped_s <= 4.8, (played, dropped_s)
 
 
 def test_user_speaking_state_is_barge_in(player, ros_node, sound):

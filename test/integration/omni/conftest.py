@@ -108,7 +108,12 @@ class Peer:
         rclpy.try_shutdown()
 
 
-def wait_until(predicate, timeout_s: float, what: str = "condition") -> None:
+# How long a test waits for anything (a node starting, a reply, a count) before it fails. Tests
+# wait on conditions; only a hang takes this long, however busy the machine is.
+DEADLINE_S = 120.0
+
+
+def wait_until(predicate, what: str = "condition", timeout_s: float = DEADLINE_S) -> None:
     """Poll `predicate()` until it holds; fail with `what` after the timeout."""
     deadline = time.monotonic() + timeout_s
     while not predicate():

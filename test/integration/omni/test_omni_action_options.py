@@ -16,11 +16,11 @@ from stream_omni_ros.nodes.conversions import rgb_to_image_msg
 def result_of(peer, helpers, goal: Converse.Goal):
     """Send a goal; return (status, result) once it ended."""
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=60), "~/converse not offered"
+    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
     sent = client.send_goal_async(goal)
-    helpers.wait_until(sent.done, 30, "goal acceptance")
+    helpers.wait_until(sent.done, "goal acceptance")
     reply = sent.result().get_result_async()
-    helpers.wait_until(reply.done, 60, "the result")
+    helpers.wait_until(reply.done, "the result")
     return reply.result().status, reply.result().result
 
 

@@ -19,20 +19,20 @@ LONG_TURN = {"generation.max_new_tokens": 400, "generation.max_new_units": 2000,
              "generation.ignore_stop_ids": True}
 
 
-def wait_future(future, helpers, timeout_s: float = 60.0, what: str = "a reply"):
-    helpers.wait_until(future.done, timeout_s, what)
+def wait_future(future, helpers, what: str = "a reply"):
+    helpers.wait_until(future.done, what)
     return future.result()
 
 
 def call(peer, helpers, srv_type, name: str, request):
     client = peer.node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=30), f"{name} not offered"
+    assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), f"{name} not offered"
     return wait_future(client.call_async(request), helpers, what=name)
 
 
 def converse(peer, helpers, goal: Converse.Goal, feedback: list):
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=60), "~/converse not offered"
+    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
     handle = wait_future(client.send_goal_async(goal, feedback_callback=feedback.append),
                          helpers, what="goal acceptance")
     assert handle.accepted
@@ -55,7 +55,7 @@ def test_text_goal_streams_feedback_and_returns_the_turn(start_omni, peer, helpe
     assert {f.turn_id for f in steps} == {result.turn_id}
     assert "".join(f.response_delta for f in steps) == result.response
     assert steps[-1].response == result.response and steps[-1].audio_seconds > 0
-    helpers.wait_until(lambda: finals, 10, "response/final")
+    helpers.wait_until(lambda: finals, "response/final")
     assert finals[-1].turn_id == result.turn_id and finals[-1].text == result.response
 
 
@@ -65,15 +65,15 @@ def test_cancel_mid_turn_stops_text_and_speech(start_omni, peer, helpers):
     start_omni(**LONG_TURN)
     feedback: list = []
     handle = converse(peer, helpers, Converse.Goal(text="Tell me a long story."), feedback)
-    helpers.wait_until(lambda: len(feedback) >= 3, 60, "feedback")
+    helpers.wait_until(lambda: len(feedback) >= 3, "feedback")
     wait_future(handle.cancel_goal_async(), helpers, what="cancel acceptance")
     reply = wait_future(handle.get_result_async(), helpers, what="the cancelled result")
     assert reply.status == GoalStatus.STATUS_CANCELED
     assert reply.result.stop_reason == "cancelled"
-    helpers.wait_until(lambda: finals, 10, "response/final")
+    helpers.wait_until(lambda: finals, "response/final")
     assert finals[-1].stop_reason == "cancelled" and finals[-1].turn_id == reply.result.turn_id
     if audio:  # a sink learns that the cancelled turn's speech ends here
-        helpers.wait_until(lambda: audio[-1].is_final, 10, "the final audio chunk")
+        helpers.wait_until(lambda: audio[-1].is_final, "the final audio chunk")
     count = len(audio)
     time.sleep(0.5)
     assert len(audio) == count, "speech kept coming after the cancel"
@@ -83,24 +83,24 @@ def test_services_reset_listen_and_stop_speaking(start_omni, peer, helpers):
     states = peer.collect(NodeState, "state", helpers.LATCHED)
     finals = peer.collect(ResponseText, "response/final")
     start_omni(**LONG_TURN)
-    helpers.wait_until(lambda: states and states[-1].listening, 60, "listening")
+    helpers.wait_until(lambda: states and states[-1].listening, "listening")
 
     off = call(peer, helpers, SetBool, "/omni_node/set_listening", SetBool.Request(data=False))
     assert off.success
-    helpers.wait_until(lambda: not states[-1].listening and states[-1].label == "idle", 10,
+    helpers.wait_until(lambda: not states[-1].listening and states[-1].label == "idle",
                        "state listening false")
     assert call(peer, helpers, SetBool, "/omni_node/set_listening",
                 SetBool.Request(data=True)).success
-    helpers.wait_until(lambda: states[-1].listening, 10, "listening again")
+    helpers.wait_until(lambda: states[-1].listening, "listening again")
 
     feedback: list = []
     handle = converse(peer, helpers, Converse.Goal(text="Count to one hundred."), feedback)
-    helpers.wait_until(lambda: len(feedback) >= 2, 60, "feedback")
+    helpers.wait_until(lambda: len(feedback) >= 2, "feedback")
     stop = call(peer, helpers, Trigger, "/omni_node/stop_speaking", Trigger.Request())
     assert stop.success and "stopped" in stop.message
     reply = wait_future(handle.get_result_async(), helpers, what="the stopped turn")
     assert reply.result.stop_reason == "cancelled"
-    helpers.wait_until(lambda: finals and finals[-1].stop_reason == "cancelled", 10,
+    helpers.wait_until(lambda: finals and finals[-1].stop_reason == "cancelled",
                        "response/final cancelled")
 
     reset = call(peer, helpers, Trigger, "/omni_node/reset_conversation", Trigger.Request())
@@ -119,13 +119,13 @@ def test_runtime_safe_parameters_change_live_and_the_rest_are_read_only(start_om
                                                                         helpers):
     states = peer.collect(NodeState, "state", helpers.LATCHED)
     start_omni()
-    helpers.wait_until(lambda: states and states[-1].label == "listening", 60, "listening")
+    helpers.wait_until(lambda: states and states[-1].label == "listening", "listening")
     assert set_parameter(peer, helpers, "listen.mode", "push_to_talk")
-    helpers.wait_until(lambda: states[-1].label == "idle", 10, "idle in push_to_talk mode")
+    helpers.wait_until(lambda: states[-1].label == "idle", "idle in push_to_talk mode")
     assert not set_parameter(peer, helpers, "listen.mode", "sometimes")  # invalid value
     assert not set_parameter(peer, helpers, "device", "cuda")  # needs a reconfigure
     assert set_parameter(peer, helpers, "listen.mode", "always")
-    helpers.wait_until(lambda: states[-1].label == "listening", 10, "listening again")
+    helpers.wait_until(lambda: states[-1].label == "listening", "listening again")
 
 
 def test_outputs_are_stamped_by_the_simulation_clock(start_omni, peer, helpers):
@@ -139,7 +139,7 @@ def test_outputs_are_stamped_by_the_simulation_clock(start_omni, peer, helpers):
     feedback: list = []
     handle = converse(peer, helpers, Converse.Goal(text="What time is it?"), feedback)
     wait_future(handle.get_result_async(), helpers, what="the result")
-    helpers.wait_until(lambda: finals, 10, "response/final")
+    helpers.wait_until(lambda: finals, "response/final")
     stamp = finals[-1].header.stamp.sec + finals[-1].header.stamp.nanosec * 1e-9
     assert sim_start < stamp < sim_start + (time.monotonic() - wall_start) + 1.0
     ticking.cancel()
