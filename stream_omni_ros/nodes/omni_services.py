@@ -62,10 +62,12 @@ class ConversationServices:
             self._node.get_logger().warning(  # a stuck button must not flood the log
                 response.message, throttle_duration_sec=self._node.settings.log_throttle_s)
             return response
-        if request.data:  # pressed: the utterance starts with the next audio/in sample
+        # press and release are taken now on the node clock; the utterance is the audio/in
+        # samples stamped between them, however late they arrive (listen.late_audio_wait_s)
+        if request.data:
             turn_id = self._engine.open_turn()
             response.message = f"talking: turn {turn_id}"
-        else:  # released: the utterance ends with the last sample received
+        else:
             self._engine.close_turn()
             response.message = "released: answering"
         response.success = True
