@@ -21,9 +21,11 @@ class ImageInputConfig:
 
     compressed: bool = described(
         False, "subscribe sensor_msgs/CompressedImage instead of sensor_msgs/Image")
-    # Frames beyond this sustained rate are dropped (and counted) before any decoding work.
+    # Frames beyond this sustained rate are dropped (and counted) before any decoding work. The
+    # rate is measured on the frames' stamps, so delivery speed (a bag at 4x) changes nothing.
     max_rate_hz: float = described(
-        30.0, "most camera frames decoded per second; a sustained excess is dropped", units="Hz")
+        30.0, "most camera frames decoded per second of their stamps; a sustained excess is "
+        "dropped", units="Hz")
     # Checked from the message fields or the JPEG/PNG header before decoding (no pixel bombs).
     max_pixels: int = described(
         DEFAULT_MAX_PIXELS, "largest camera frame (width x height) decoded; larger frames "
