@@ -138,12 +138,15 @@ def loud_frames(samples: np.ndarray, rate: int, threshold: float = 0.05) -> np.n
 
 
 def tone_hz(samples: np.ndarray, rate: int) -> float:
-    """Pitch of a tone from the spacing of its zero crossings.
+    """Pitch of a tone from the spacing of its zero crossings inside loud 20 ms frames.
 
-    A busy machine makes a real-time sound server drop or repeat short stretches; the odd
-    spacings at those joins are left out, so the estimate stays within a few Hz.
+    A busy machine makes a real-time sound server drop or repeat short stretches; quiet frames
+    and the odd spacings at those joins are left out, so the estimate stays within a few Hz.
     """
-    spacing = np.diff(np.flatnonzero(np.diff(np.signbit(samples))))
+    frame = rate // 50
+    usable = samples[:len(samples) // frame * frame].reshape(-1, frame)
+    spacing = np.concatenate([np.diff(np.flatnonzero(np.diff(np.signbit(part))))
+                              for part in usable[loud_frames(samples, rate)]] or [[]])
     assert spacing.size, "no tone was recorded"
     median = np.median(spacing)
     typical = spacing[(spacing > 0.5 * median) & (spacing < 1.5 * median)]
