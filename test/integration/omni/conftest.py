@@ -113,9 +113,12 @@ class Peer:
 DEADLINE_S = 120.0
 
 
-def wait_until(predicate, what: str = "condition", timeout_s: float = DEADLINE_S) -> None:
-    """Poll `predicate()` until it holds; fail with `what` after the timeout."""
-    deadline = time.monotonic() + timeout_s
+def wait_until(predicate, timeout_s: float = DEADLINE_S, what: str = "condition") -> None:
+    """Poll `predicate()` until it holds; fail with `what` after the timeout.
+
+    A `timeout_s` below DEADLINE_S (what the wait takes on an idle machine) is raised to it.
+    """
+    deadline = time.monotonic() + max(timeout_s, DEADLINE_S)
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)

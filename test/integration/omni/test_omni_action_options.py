@@ -18,9 +18,9 @@ def result_of(peer, helpers, goal: Converse.Goal):
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
     assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
     sent = client.send_goal_async(goal)
-    helpers.wait_until(sent.done, "goal acceptance")
+    helpers.wait_until(sent.done, what="goal acceptance")
     reply = sent.result().get_result_async()
-    helpers.wait_until(reply.done, "the result")
+    helpers.wait_until(reply.done, what="the result")
     return reply.result().status, reply.result().result
 
 

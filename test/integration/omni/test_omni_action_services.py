@@ -20,7 +20,7 @@ LONG_TURN = {"generation.max_new_tokens": 400, "generation.max_new_units": 2000,
 
 
 def wait_future(future, helpers, what: str = "a reply"):
-    helpers.wait_until(future.done, what)
+    helpers.wait_until(future.done, what=what)
     return future.result()
 
 
@@ -55,7 +55,7 @@ def test_text_goal_streams_feedback_and_returns_the_turn(start_omni, peer, helpe
     assert {f.turn_id for f in steps} == {result.turn_id}
     assert "".join(f.response_delta for f in steps) == result.response
     assert steps[-1].response == result.response and steps[-1].audio_seconds > 0
-    helpers.wait_until(lambda: finals, "response/final")
+    helpers.wait_until(lambda: finals, what="response/final")
     assert finals[-1].turn_id == result.turn_id and finals[-1].text == result.response
 
 
@@ -65,15 +65,15 @@ def test_cancel_mid_turn_stops_text_and_speech(start_omni, peer, helpers):
     start_omni(**LONG_TURN)
     feedback: list = []
     handle = converse(peer, helpers, Converse.Goal(text="Tell me a long story."), feedback)
-    helpers.wait_until(lambda: len(feedback) >= 3, "feedback")
+    helpers.wait_until(lambda: len(feedback) >= 3, what="feedback")
     wait_future(handle.cancel_goal_async(), helpers, what="cancel acceptance")
     reply = wait_future(handle.get_result_async(), helpers, what="the cancelled result")
     assert reply.status == GoalStatus.STATUS_CANCELED
     assert reply.result.stop_reason == "cancelled"
-    helpers.wait_until(lambda: finals, "response/final")
+    helpers.wait_until(lambda: finals, what="response/final")
     assert finals[-1].stop_reason == "cancelled" and finals[-1].turn_id == reply.result.turn_id
     if audio:  # a sink learns that the cancelled turn's speech ends here
-        helpers.wait_until(lambda: audio[-1].is_final, "the final audio chunk")
+        helpers.wait_until(lambda: audio[-1].is_final, what="the final audio chunk")
     count = len(audio)
     time.sleep(0.5)
     assert len(audio) == count, "speech kept coming after the cancel"
@@ -83,25 +83,25 @@ def test_services_reset_listen_and_stop_speaking(start_omni, peer, helpers):
     states = peer.collect(NodeState, "state", helpers.LATCHED)
     finals = peer.collect(ResponseText, "response/final")
     start_omni(**LONG_TURN)
-    helpers.wait_until(lambda: states and states[-1].listening, "listening")
+    helpers.wait_until(lambda: states and states[-1].listening, what="listening")
 
     off = call(peer, helpers, SetBool, "/omni_node/set_listening", SetBool.Request(data=False))
     assert off.success
     helpers.wait_until(lambda: not states[-1].listening and states[-1].label == "idle",
-                       "state listening false")
+                       what="state listening false")
     assert call(peer, helpers, SetBool, "/omni_node/set_listening",
                 SetBool.Request(data=True)).success
-    helpers.wait_until(lambda: states[-1].listening, "listening again")
+    helpers.wait_until(lambda: states[-1].listening, what="listening again")
 
     feedback: list = []
     handle = converse(peer, helpers, Converse.Goal(text="Count to one hundred."), feedback)
-    helpers.wait_until(lambda: len(feedback) >= 2, "feedback")
+    helpers.wait_until(lambda: len(feedback) >= 2, what="feedback")
     stop = call(peer, helpers, Trigger, "/omni_node/stop_speaking", Trigger.Request())
     assert stop.success and "stopped" in stop.message
     reply = wait_future(handle.get_result_async(), helpers, what="the stopped turn")
     assert reply.result.stop_reason == "cancelled"
     helpers.wait_until(lambda: finals and finals[-1].stop_reason == "cancelled",
-                       "response/final cancelled")
+                       what="response/final cancelled")
 
     reset = call(peer, helpers, Trigger, "/omni_node/reset_conversation", Trigger.Request())
     assert reset.success
@@ -119,13 +119,13 @@ def test_runtime_safe_parameters_change_live_and_the_rest_are_read_only(start_om
                                                                         helpers):
     states = peer.collect(NodeState, "state", helpers.LATCHED)
     start_omni()
-    helpers.wait_until(lambda: states and states[-1].label == "listening", "listening")
+    helpers.wait_until(lambda: states and states[-1].label == "listening", what="listening")
     assert set_parameter(peer, helpers, "listen.mode", "push_to_talk")
-    helpers.wait_until(lambda: states[-1].label == "idle", "idle in push_to_talk mode")
+    helpers.wait_until(lambda: states[-1].label == "idle", what="idle in push_to_talk mode")
     assert not set_parameter(peer, helpers, "listen.mode", "sometimes")  # invalid value
     assert not set_parameter(peer, helpers, "device", "cuda")  # needs a reconfigure
     assert set_parameter(peer, helpers, "listen.mode", "always")
-    helpers.wait_until(lambda: states[-1].label == "listening", "listening again")
+    helpers.wait_until(lambda: states[-1].label == "listening", what="listening again")
 
 
 def test_outputs_are_stamped_by_the_simulation_clock(start_omni, peer, helpers):
@@ -139,7 +139,7 @@ def test_outputs_are_stamped_by_the_simulation_clock(start_omni, peer, helpers):
     feedback: list = []
     handle = converse(peer, helpers, Converse.Goal(text="What time is it?"), feedback)
     wait_future(handle.get_result_async(), helpers, what="the result")
-    helpers.wait_until(lambda: finals, "response/final")
+    helpers.wait_until(lambda: finals, what="response/final")
     stamp = finals[-1].header.stamp.sec + finals[-1].header.stamp.nanosec * 1e-9
     assert sim_start < stamp < sim_start + (time.monotonic() - wall_start) + 1.0
     ticking.cancel()

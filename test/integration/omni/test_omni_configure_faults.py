@@ -18,7 +18,7 @@ from stream_omni_ros.action import Converse
 
 def call(peer, helpers, srv_type, name: str, request):
     client = peer.node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=30), f"{name} not offered"
+    assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), f"{name} not offered"
     future = client.call_async(request)
     helpers.wait_until(future.done, 60, name)
     return future.result()
@@ -122,7 +122,7 @@ def test_a_wrong_model_path_is_fixed_without_a_restart(start_omni, peer, helpers
     assert not refused.successful and "unconfigured" in refused.reason
     assert transition(peer, helpers, Transition.TRANSITION_ACTIVATE)
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=30)
+    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S)
     sent = client.send_goal_async(Converse.Goal(text="Are you there?", speak=False))
     helpers.wait_until(sent.done, 30, "goal acceptance")
     reply = sent.result().get_result_async()

@@ -27,7 +27,7 @@ def play_with_camera(peer, helpers, speech: np.ndarray) -> tuple[float, list[flo
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
     camera = peer.node.create_publisher(Image, "image", qos_profile_sensor_data)
     helpers.wait_until(lambda: audio.get_subscription_count() and camera.get_subscription_count(),
-                       "omni_node subscriptions")
+                       what="omni_node subscriptions")
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
     start = peer.node.get_clock().now()
     image_stamps = []
@@ -50,11 +50,11 @@ def test_spoken_question_streams_transcript_response_and_speech(start_omni, peer
     states = peer.collect(NodeState, "state", helpers.LATCHED)
     start_omni()
     helpers.wait_until(lambda: any(s.label == "listening" for s in states),
-                       "omni_node to configure, activate and listen")
+                       what="omni_node to configure, activate and listen")
     speech = speak("Hello robot, what is on the table in front of you?")
     speech_start, image_stamps = play_with_camera(peer, helpers, speech)
     helpers.wait_until(lambda: out["response/final"] and out["audio/out"]
-                       and out["audio/out"][-1].is_final, "the end of the turn")
+                       and out["audio/out"][-1].is_final, what="the end of the turn")
 
     turn_ids = {m.turn_id for msgs in out.values() for m in msgs}
     assert len(turn_ids) == 1 and 0 not in turn_ids, turn_ids
@@ -79,7 +79,7 @@ def test_spoken_question_streams_transcript_response_and_speech(start_omni, peer
 
     labels = [s.label for s in states if s.turn_id in turn_ids]
     assert "user_speaking" in labels and ("thinking" in labels or "speaking" in labels)
-    helpers.wait_until(lambda: states[-1].label == "listening", "listening again")
+    helpers.wait_until(lambda: states[-1].label == "listening", what="listening again")
 
 
 def check_speech_and_order(out: dict, final_asr, partial: list, final) -> None:

@@ -26,17 +26,17 @@ def test_echo_node_answers_a_text_goal_and_publishes_the_final_response(echo_omn
     assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), \
         f"~/converse not offered:\n{echo_omni.log()}"
     sent = client.send_goal_async(Converse.Goal(text="Bring me the red cup"))
-    helpers.wait_until(sent.done, "goal acceptance")
+    helpers.wait_until(sent.done, what="goal acceptance")
     reply = sent.result().get_result_async()
-    helpers.wait_until(reply.done, "the result")
+    helpers.wait_until(reply.done, what="the result")
     status, result = reply.result().status, reply.result().result
     assert status == GoalStatus.STATUS_SUCCEEDED, result.error
     assert result.response.startswith("You said: Bring me the red cup")
-    helpers.wait_until(lambda: finals, "response/final")
+    helpers.wait_until(lambda: finals, what="response/final")
     assert finals[-1].is_final and finals[-1].text == result.response
     assert finals[-1].turn_id == result.turn_id
     # spoken by default: the echo tones reach audio/out, ending with a final chunk
-    helpers.wait_until(lambda: audio_out and audio_out[-1].is_final, "final audio/out")
+    helpers.wait_until(lambda: audio_out and audio_out[-1].is_final, what="final audio/out")
     assert result.audio_duration_s > 0
 
     assert echo_omni.stop() == 0

@@ -18,7 +18,7 @@ def call(peer, helpers, srv_type, name: str, request):
     client = peer.node.create_client(srv_type, name)
     assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), f"{name} not offered"
     future = client.call_async(request)
-    helpers.wait_until(future.done, name)
+    helpers.wait_until(future.done, what=name)
     return future.result()
 
 
@@ -37,7 +37,7 @@ def latest_diagnostics(diagnostics: list, helpers, **expected: str) -> dict[str,
     def matches() -> bool:
         values = diagnostics_values(diagnostics[-1]) if diagnostics else {}
         return all(values.get(k) == v for k, v in expected.items())
-    helpers.wait_until(matches, f"diagnostics with {expected}")
+    helpers.wait_until(matches, what=f"diagnostics with {expected}")
     return diagnostics_values(diagnostics[-1])
 
 
@@ -56,19 +56,19 @@ def test_configure_activate_deactivate_cleanup(start_omni, peer, helpers):
     assert transition(peer, helpers, Transition.TRANSITION_ACTIVATE)
     assert converse.wait_for_server(timeout_sec=helpers.DEADLINE_S)
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
-    helpers.wait_until(lambda: audio.get_subscription_count() == 1, "audio/in subscribed")
-    helpers.wait_until(lambda: states and states[-1].listening, "listening")
+    helpers.wait_until(lambda: audio.get_subscription_count() == 1, what="audio/in subscribed")
+    helpers.wait_until(lambda: states and states[-1].listening, what="listening")
 
     assert transition(peer, helpers, Transition.TRANSITION_DEACTIVATE)
-    helpers.wait_until(lambda: audio.get_subscription_count() == 0, "audio/in released")
+    helpers.wait_until(lambda: audio.get_subscription_count() == 0, what="audio/in released")
     helpers.wait_until(lambda: not states[-1].listening and states[-1].label == "idle",
-                       "state idle")
+                       what="state idle")
 
     assert transition(peer, helpers, Transition.TRANSITION_CLEANUP)
     values = latest_diagnostics(diagnostics, helpers, model_loaded="False",
                                 lifecycle_state="unconfigured")
     assert values["conversation_state"] == "unloaded"
-    helpers.wait_until(lambda: "model released: True" in omni.log(), "model freed log")
+    helpers.wait_until(lambda: "model released: True" in omni.log(), what="model freed log")
     assert lifecycle_label(peer, helpers) == "unconfigured"
 
 
@@ -77,7 +77,7 @@ def test_missing_checkpoint_fails_configure_but_the_node_stays(start_omni, peer,
     diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
     missing = tmp_path / "no_such_checkpoint"
     omni = start_omni(**{"model.path": str(missing)})
-    helpers.wait_until(lambda: "configure failed" in omni.log(), "the configure error")
+    helpers.wait_until(lambda: "configure failed" in omni.log(), what="the configure error")
     assert str(missing) in omni.log()
     values = latest_diagnostics(diagnostics, helpers, model_loaded="False")
     assert str(missing) in values["last_error"]

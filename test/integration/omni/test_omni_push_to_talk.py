@@ -20,7 +20,7 @@ def press(peer, helpers, pressed: bool) -> SetBool.Response:
     client = peer.node.create_client(SetBool, "/omni_node/push_to_talk")
     assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), "~/push_to_talk not offered"
     future = client.call_async(SetBool.Request(data=pressed))
-    helpers.wait_until(future.done, f"~/push_to_talk({pressed})")
+    helpers.wait_until(future.done, what=f"~/push_to_talk({pressed})")
     return future.result()
 
 
@@ -57,7 +57,7 @@ def test_audio_published_before_the_release_but_delivered_after_it_is_kept(
     responses = peer.collect(ResponseText, "response/final")
     echo_push_to_talk(start_omni, **{"listen.late_audio_wait_s": 30.0})
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
-    helpers.wait_until(audio.get_subscription_count, "omni_node audio/in")
+    helpers.wait_until(audio.get_subscription_count, what="omni_node audio/in")
     clock = peer.node.get_clock()
     speech = speak("Hello robot, look at this")[:16000]  # one second of speech
     assert press(peer, helpers, True).success
@@ -65,7 +65,7 @@ def test_audio_published_before_the_release_but_delivered_after_it_is_kept(
     seq = publish(audio, speech[:8000], start_ns, 0)
     # The user lets go once the second is over; its last half second is still on its way.
     helpers.wait_until(lambda: clock.now().nanoseconds > start_ns + 1_000_000_000,
-                       "one second after the first sample")
+                       what="one second after the first sample")
     assert press(peer, helpers, False).success
     released_ns = clock.now().nanoseconds
     seq = publish(audio, speech[8000:], start_ns + 8000 * NS_PER_SAMPLE, seq)
@@ -73,7 +73,7 @@ def test_audio_published_before_the_release_but_delivered_after_it_is_kept(
     after = np.zeros((released_ns - start_ns) // NS_PER_SAMPLE - 16000 + 3200, np.float32)
     publish(audio, after, start_ns + 16000 * NS_PER_SAMPLE, seq)
 
-    helpers.wait_until(lambda: finals and responses, "transcript and response")
+    helpers.wait_until(lambda: finals and responses, what="transcript and response")
     first_ns, end_ns = span_ns(finals[-1])
     assert abs(first_ns - start_ns) < 100_000  # from the first sample after the press ...
     assert start_ns + 1_000_000_000 <= end_ns <= released_ns  # ... to the release: all of it
@@ -86,7 +86,7 @@ def test_audio_replayed_at_four_times_real_time_reaches_the_engine_in_full(
     diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
     echo_push_to_talk(start_omni, diagnostics_period_s=0.2)
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
-    helpers.wait_until(audio.get_subscription_count, "omni_node audio/in")
+    helpers.wait_until(audio.get_subscription_count, what="omni_node audio/in")
 
     def counts() -> dict[str, str]:
         return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} \
@@ -97,9 +97,9 @@ def test_audio_replayed_at_four_times_real_time_reaches_the_engine_in_full(
     replay = np.random.default_rng(3).uniform(-0.3, 0.3, 10 * 16000).astype(np.float32)
     chunks = publish(audio, replay, recorded_ns, 0, real_time_factor=4.0)
     helpers.wait_until(lambda: counts().get("audio.accepted") == str(chunks),
-                       f"{chunks} chunks accepted")
+                       what=f"{chunks} chunks accepted")
     assert press(peer, helpers, False).success
-    helpers.wait_until(lambda: finals, "the transcript")
+    helpers.wait_until(lambda: finals, what="the transcript")
     assert finals[-1].text == "(10.0 s of speech)"  # every sample reached the engine
     first_ns, end_ns = span_ns(finals[-1])
     assert abs(first_ns - recorded_ns) < 100_000 and abs(end_ns - first_ns - 10**10) < 100_000
