@@ -138,18 +138,22 @@ def loud_frames(samples: np.ndarray, rate: int, threshold: float = 0.05) -> np.n
 
 
 def tone_hz(samples: np.ndarray, rate: int) -> float:
-    """Pitch of a tone from the spacing of its zero crossings inside loud 20 ms frames.
+    """Pitch of a tone from the spacing of zero crossings, voted over its loud 20 ms frames.
 
-    A busy machine makes a real-time sound server drop or repeat short stretches; quiet frames
-    and the odd spacings at those joins are left out, so the estimate stays within a few Hz.
+    A starved real-time sound server drops, repeats or garbles a few periods; each loud frame
+    votes with its own crossing spacing and frames far from the majority are left out, so the
+    estimate stays within a few Hz while most of the tone is intact.
     """
     frame = rate // 50
     usable = samples[:len(samples) // frame * frame].reshape(-1, frame)
-    spacing = np.concatenate([np.diff(np.flatnonzero(np.diff(np.signbit(part))))
-                              for part in usable[loud_frames(samples, rate)]] or [[]])
-    assert spacing.size, "no tone was recorded"
-    median = np.median(spacing)
-    typical = spacing[(spacing > 0.5 * median) & (spacing < 1.5 * median)]
+    spacings = [np.diff(np.flatnonzero(np.diff(np.signbit(part))))
+                for part in usable[loud_frames(samples, rate)]]
+    spacings = [spacing for spacing in spacings if spacing.size]
+    assert spacings, "no tone was recorded"
+    majority = np.median([np.median(spacing) for spacing in spacings])
+    kept = np.concatenate([spacing for spacing in spacings
+                           if abs(np.median(spacing) / majority - 1) < 0.2])
+    typical = kept[(kept > 0.5 * majority) & (kept < 1.5 * majority)]
     return float(rate / (2 * typical.mean()))
 
 
