@@ -31,7 +31,8 @@ def test_wrong_python_version_is_refused(tmp_path):
 def test_missing_debian_package_that_cannot_be_installed_is_named(tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "dpkg").write_text("#!/bin/sh\n[ \"$2\" = sox ] && exit 1\nexec /usr/bin/dpkg \"$@\"\n")
+    (fake_bin / "dpkg").write_text(
+        "#!/bin/sh\n[ \"$2\" = sox ] && exit 1\nexec /usr/bin/dpkg \"$@\"\n")
     (fake_bin / "dpkg").chmod(0o755)
     result = run_setup(tmp_path, PATH=f"{fake_bin}:{os.environ['PATH']}", SKIP_APT="1")
     assert result.returncode != 0

@@ -64,7 +64,7 @@ def test_source_and_sink_share_one_process_and_the_params_file(tmp_path):
         arrived = wait_for_audio(received / "turns.jsonl", bringup, 1.5, 120)
     finally:
         bringup.send_signal(signal.SIGINT)
-        log = bringup.communicate(timeout=60)[0]
+        log = bringup.communicate(timeout=120)[0]
     assert arrived, log
     assert bringup.returncode == 0, log
     assert "wav_source_node, audio_sink_node in one process" in log
@@ -80,14 +80,14 @@ def test_a_node_that_cannot_start_fails_the_process_with_its_reason(tmp_path):
     bringup = start_bringup(["--nodes", "audio_sink_node,wav_source_node",
                              "-p", f"audio_sink:output_dir:={tmp_path}",
                              "-p", f"wav_source:files:=['{tmp_path / 'missing.wav'}']"])
-    log = bringup.communicate(timeout=60)[0]
+    log = bringup.communicate(timeout=120)[0]
     assert bringup.returncode == 1, log
     assert "starting wav_source_node failed" in log and "missing.wav" in log
 
 
 def test_unknown_executable_is_named(tmp_path):
     bringup = start_bringup(["--nodes", "omni_node,no_such_node"])
-    log = bringup.communicate(timeout=60)[0]
+    log = bringup.communicate(timeout=120)[0]
     assert bringup.returncode == 2
     assert "no_such_node" in log and "wav_source_node" in log  # names the known ones
 
@@ -115,7 +115,7 @@ def test_launch_arguments_load_the_model_under_a_namespace(tmp_path, tiny_assets
         node.destroy_node()
         rclpy.try_shutdown()
         bringup.send_signal(signal.SIGINT)
-        log = bringup.communicate(timeout=60)[0]
+        log = bringup.communicate(timeout=120)[0]
     assert "listening" in states, log  # the tiny model loaded from the launch arguments
     assert camera_subscribers == 1, log  # image_topic remapped omni_node's camera input
     assert ("omni_node", "/robot") in names  # the launch file's node name, so its YAML keys apply

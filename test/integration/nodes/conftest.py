@@ -81,7 +81,7 @@ def pulse(tmp_path_factory):
                     "--load=module-null-sink sink_name=spk_sink",
                     "--load=module-native-protocol-unix auth-anonymous=1"],
                    env=full_env, check=True, timeout=30, capture_output=True)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while subprocess.run(["pactl", "info"], env=full_env, capture_output=True).returncode:
         assert time.monotonic() < deadline, "pulseaudio did not come up"
         time.sleep(0.1)

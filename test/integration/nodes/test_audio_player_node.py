@@ -35,7 +35,7 @@ def player(pulse, ros_node, sound, tmp_path):
     finally:
         recording.stop()
         node.send_signal(signal.SIGINT)
-        assert node.wait(timeout=10) == 0
+        assert node.wait(timeout=120) == 0
 
 
 def publish_tone(pub, sound, freq_hz: float, seconds: float, rate: int, turn_id: int,

@@ -39,7 +39,7 @@ def stop(process: subprocess.Popen, signals: tuple[int, ...]) -> tuple[int, str]
     for signum in signals:
         process.send_signal(signum)
     try:
-        _, stderr = process.communicate(timeout=20)
+        _, stderr = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         process.kill()
         _, stderr = process.communicate()
@@ -55,7 +55,7 @@ def test_audio_sink_writes_the_open_turn_when_stopped_with_the_clock_stopped(
                                           "idle_timeout_s": 1.0},
                       stderr=subprocess.PIPE, text=True)
     try:
-        assert sound.spin_until(ros_node, lambda: audio.get_subscription_count() > 0, 30)
+        assert sound.spin_until(ros_node, lambda: audio.get_subscription_count() > 0, 120)
         for step in range(5):  # the simulator runs a little, then stops (paused or exited)
             publish_clock(ros_node, clock, 100.0 + 0.1 * step)
         open_turn = sound.tone(440.0, 0.5, RATE)
@@ -65,7 +65,7 @@ def test_audio_sink_writes_the_open_turn_when_stopped_with_the_clock_stopped(
         # A finished turn after it: once its file exists, the open turn's chunks were taken.
         audio.publish(pcm_to_audio_msg(sound.tone(880.0, 0.1, RATE)[:, None], RATE,
                                        encoding="F32LE", turn_id=8, seq=0, is_final=True))
-        assert wait_for_file(tmp_path / "turn_0008_000.wav", sink, ros_node, sound, 30)
+        assert wait_for_file(tmp_path / "turn_0008_000.wav", sink, ros_node, sound, 120)
     finally:
         status, stderr = stop(sink, STOP_SEQUENCES[sequence])
     assert status == 0, stderr
@@ -92,7 +92,7 @@ def test_wav_source_stops_at_once_while_the_clock_stands_still(ros_node, sound, 
             publish_clock(ros_node, clock, sim_s)
             return len(received) >= 5
         # From here on the clock stands still: nothing publishes /clock any more.
-        assert sound.spin_until(ros_node, advance, 30), "no audio/in while the clock ran"
+        assert sound.spin_until(ros_node, advance, 120), "no audio/in while the clock ran"
     finally:
         status, stderr = stop(source, (signal.SIGINT,))
     assert status == 0, stderr
@@ -101,6 +101,6 @@ def test_wav_source_stops_at_once_while_the_clock_stands_still(ros_node, sound, 
 
 def test_wav_source_without_files_names_the_parameter(tmp_path):
     source = start_node("wav_source_node", {}, stderr=subprocess.PIPE, text=True)
-    _, stderr = source.communicate(timeout=30)
+    _, stderr = source.communicate(timeout=120)
     assert source.returncode == 1
     assert "parameter 'files' names no sound file" in stderr and "Traceback" not in stderr

@@ -104,7 +104,7 @@ def test_bringup_with_the_shipped_yaml_runs_microphone_speaker_and_assistant(pul
             s.label == "listening" for s in states)) or bringup.poll() is not None, 60)
     finally:
         bringup.send_signal(signal.SIGINT)
-        log = bringup.communicate(timeout=30)[0]
+        log = bringup.communicate(timeout=120)[0]
     assert running and bringup.returncode == 0, log
     assert "omni_node, audio_capture_node, audio_player_node in one process" in log
     assert "names no" not in log and "Traceback" not in log, log

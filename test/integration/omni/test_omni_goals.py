@@ -6,6 +6,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.action import ActionClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.action import Converse
 from stream_omni_ros.msg import NodeState
@@ -15,9 +16,17 @@ LONG_TURN = {"generation.max_new_tokens": 400, "generation.max_new_units": 2000,
              "generation.ignore_stop_ids": True}
 
 
-def converse_client(peer) -> ActionClient:
-    client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=60), "~/converse not offered"
+# rclpy's default service QoS keeps the last 10 replies: a client that sends more requests at
+# once than its reply queue holds loses replies on its own side before it reads them.
+BURST_QOS = QoSProfile(depth=64, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def converse_client(peer, helpers) -> ActionClient:
+    client = ActionClient(peer.node, Converse, "/omni_node/converse",
+                          goal_service_qos_profile=BURST_QOS,
+                          result_service_qos_profile=BURST_QOS,
+                          cancel_service_qos_profile=BURST_QOS)
+    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
     return client
 
 
@@ -32,9 +41,9 @@ def short_goal(text: str) -> Converse.Goal:
     return Converse.Goal(text=text, speak=False, max_new_tokens=3)
 
 
-def change_state_async(peer, transition_id: int):
+def change_state_async(peer, helpers, transition_id: int):
     client = peer.node.create_client(ChangeState, "/omni_node/change_state")
-    assert client.wait_for_service(timeout_sec=30)
+    assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S)
     return client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
 
 
@@ -55,12 +64,12 @@ def test_deactivate_during_a_goal_ends_it_with_a_result(start_omni, peer, helper
     diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
     states = peer.collect(NodeState, "state", helpers.LATCHED)
     start_omni(**LONG_TURN)
-    client = converse_client(peer)
+    client = converse_client(peer, helpers)
     feedback: list = []
     handle = send(client, helpers, Converse.Goal(text="Tell me a long story."), feedback)
     helpers.wait_until(lambda: len(feedback) >= 3, 60, "feedback")
     result = handle.get_result_async()
-    deactivated = change_state_async(peer, Transition.TRANSITION_DEACTIVATE)
+    deactivated = change_state_async(peer, helpers, Transition.TRANSITION_DEACTIVATE)
     helpers.wait_until(result.done, 30, "the result of the goal cut by deactivate")
     assert result.result().status == GoalStatus.STATUS_ABORTED
     assert result.result().result.stop_reason == "cancelled"
@@ -79,14 +88,14 @@ def test_deactivate_during_a_goal_ends_it_with_a_result(start_omni, peer, helper
     helpers.wait_until(lambda: latest_values(diagnostics).get("converse.rejected.inactive")
                        == "1", 15, "the refusal counted")
 
-    cleaned = change_state_async(peer, Transition.TRANSITION_CLEANUP)
+    cleaned = change_state_async(peer, helpers, Transition.TRANSITION_CLEANUP)
     helpers.wait_until(cleaned.done, 30, "cleanup")
     assert cleaned.result().success
 
 
 def test_cancelling_one_goal_leaves_the_other_goals_alone(start_omni, peer, helpers):
     start_omni(**LONG_TURN)
-    client = converse_client(peer)
+    client = converse_client(peer, helpers)
     feedback: list = []
     running = send(client, helpers, Converse.Goal(text="Tell me a long story."), feedback)
     helpers.wait_until(lambda: len(feedback) >= 3, 60, "feedback of the running goal")
@@ -112,7 +121,7 @@ def test_a_burst_of_goals_is_answered_every_one(peer, helpers, tmp_path):
     diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
     omni = helpers.OmniProcess({"responder": "echo"}, tmp_path / "omni_echo.log")
     try:
-        client = converse_client(peer)
+        client = converse_client(peer, helpers)
         sent = [client.send_goal_async(Converse.Goal(text=f"Question {n}?", speak=False))
                 for n in range(20)]
         wait_for_all(sent, helpers, "goal request")

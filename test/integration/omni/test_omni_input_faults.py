@@ -47,7 +47,7 @@ class Diagnostics:
 def call(peer, helpers, srv_type, name: str, request):
     """Call a service of the node and wait for the response."""
     client = peer.node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=60), f"{name} not offered"
+    assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), f"{name} not offered"
     future = client.call_async(request)
     helpers.wait_until(future.done, 30, name)
     return future.result()
@@ -56,7 +56,7 @@ def call(peer, helpers, srv_type, name: str, request):
 def converse(peer, helpers, goal: Converse.Goal):
     """Send a goal and wait for its (status, result)."""
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=60), "~/converse not offered"
+    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
     sent = client.send_goal_async(goal)
     helpers.wait_until(sent.done, 30, "goal acceptance")
     reply = sent.result().get_result_async()

@@ -42,7 +42,7 @@ def test_sigint_twice_then_sigterm_during_teardown_exit_0_without_a_traceback(
         # terminal's; a SIGTERM may follow while the node tears down.
         for signum in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
             omni.send_signal(signum)
-        status = omni.wait(timeout=30)
+        status = omni.wait(timeout=120)
     finally:
         if omni.poll() is None:
             omni.kill()
@@ -63,7 +63,7 @@ def test_a_missing_module_fails_configure_naming_it_and_its_install(tmp_path, pe
         alive = omni.poll() is None
     finally:
         omni.send_signal(signal.SIGINT)
-        status = omni.wait(timeout=30)
+        status = omni.wait(timeout=120)
     log = (tmp_path / "omni.log").read_text()
     assert alive, log  # the node serves on (lifecycle services, diagnostics), unconfigured
     detail = next(s.detail for s in states if "configure failed" in s.detail)
@@ -86,7 +86,7 @@ def test_a_signal_after_the_teardown_is_harmless(tmp_path, peer, helpers):
                            or omni.poll() is not None, 30, "the teardown")
         omni.send_signal(signal.SIGINT)
         omni.send_signal(signal.SIGTERM)
-        status = omni.wait(timeout=30)
+        status = omni.wait(timeout=120)
     finally:
         if omni.poll() is None:
             omni.kill()
