@@ -59,7 +59,7 @@ class InputAdapter:
                 event_callbacks=lost_message_counter(counters, "image"))]
         # Steady time: a microphone that died stalls the utterance whatever the node clock does.
         self._watchdog = node.create_timer(
-            config.state_period_s, self._engine.check_audio_watchdog,
+            config.state_period_s, self._check_watchdog,
             MutuallyExclusiveCallbackGroup(), Clock(clock_type=ClockType.STEADY_TIME))
 
     def destroy(self) -> None:
@@ -68,9 +68,18 @@ class InputAdapter:
             self._node.destroy_subscription(subscription)
         self.subscriptions.clear()
         self._node.destroy_timer(self._watchdog)
+        # The executor may keep the last callbacks it waited on after they are destroyed; with
+        # no engine behind them they cannot keep the model alive past cleanup.
+        self._engine = None
+
+    def _check_watchdog(self) -> None:
+        if self._engine is not None:
+            self._engine.check_audio_watchdog()
 
     def on_audio(self, msg: AudioChunk) -> None:
         """Hand a microphone chunk to the engine (VAD and turn-taking run there)."""
+        if self._engine is None:  # destroyed: a callback the executor still held
+            return
         if not self.listening:
             self._counters.add("audio.ignored.not_listening")
             return
@@ -116,6 +125,8 @@ class InputAdapter:
         return stamp if stamp > 0 else self._node.get_clock().now().nanoseconds * 1e-9
 
     def _store(self, rgb, stamp: float, frame_id: str) -> None:
+        if self._engine is None:  # destroyed: a callback the executor still held
+            return
         self._engine.feed_image(rgb, stamp, frame_id)
         self.image_frame_id = frame_id
         self._counters.add("image.accepted")

@@ -60,6 +60,12 @@ def heaviest_part(responder: object) -> object:
     return getattr(getattr(responder, "generator", None), "model", responder)
 
 
+def holders_of(obj: object, most: int = 4) -> str:
+    """Type names of what still references `obj`, so a leak names its holder in the log."""
+    names = sorted({type(ref).__name__ for ref in gc.get_referrers(obj)} - {"frame"})
+    return ", ".join(names[:most]) or "nothing but this check"
+
+
 def transition_error_to_text(transition: str, error: BaseException) -> str:
     """One line naming the failed transition, the exception and a hint where one helps."""
     hint = ""
@@ -242,8 +248,11 @@ class OmniNode(LifecycleNode):
         if self.runtime.device.startswith("cuda"):
             import torch  # only on GPU machines
             torch.cuda.empty_cache()
+        model = None if self._model_ref is None else self._model_ref()
+        held_by = "" if model is None else f" (still referenced by {holders_of(model)})"
+        del model
         released = self._model_ref is None or self._model_ref() is None
-        self.get_logger().info(f"model released: {released}; process memory "
+        self.get_logger().info(f"model released: {released}{held_by}; process memory "
                                f"{process_memory_mb():.0f} MiB")
 
     def _reconfigure(self, config: EngineConfig) -> None:

@@ -36,6 +36,7 @@ class ConversationServices:
         for service in self._services:
             self._node.destroy_service(service)
         self._services.clear()
+        self._engine = None  # the executor may hold destroyed services' callbacks a while
 
     def _reset(self, _: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._engine.reset()
