@@ -26,7 +26,7 @@ from stream_omni_ros.bench.engine_run import run_engine_turns
 from stream_omni_ros.engine.model_responder import StreamOmniResponder
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
 from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
-from stream_omni_ros.model.speech_tokenizer import SAMPLE_RATE, SpeechTokenizer
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE, SpeechTokenizer
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 from stream_omni_ros.model.unit_stream import UnitStream, UnitWindowConfig, agreement
 from stream_omni_ros.tiny_assets import ensure_full_speech_tokenizer
@@ -36,10 +36,10 @@ SETTINGS = {"whole": UnitWindowConfig(hop_s=0), "windowed": UnitWindowConfig()}
 
 def babble(seconds: float, seed: int = 0) -> np.ndarray:
     """Speech-like audio: a gliding voiced tone in syllable bursts plus noise, 16 kHz."""
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    t = np.arange(int(seconds * MODEL_SAMPLE_RATE)) / MODEL_SAMPLE_RATE
     pitch = 120 + 60 * np.sin(2 * np.pi * 0.5 * t)
-    voiced = np.sin(2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE)
-    voiced += 0.5 * np.sin(4 * np.pi * np.cumsum(pitch) / SAMPLE_RATE)
+    voiced = np.sin(2 * np.pi * np.cumsum(pitch) / MODEL_SAMPLE_RATE)
+    voiced += 0.5 * np.sin(4 * np.pi * np.cumsum(pitch) / MODEL_SAMPLE_RATE)
     bursts = np.sin(2 * np.pi * 4 * t) > -0.3
     noise = np.random.default_rng(seed).standard_normal(t.size)
     return (0.25 * voiced * bursts + 0.02 * noise).astype(np.float32)
@@ -55,7 +55,7 @@ def endpoint_tokenization(tokenizer: SpeechTokenizer, config: UnitWindowConfig,
     times = []
     for _ in range(repeats):
         stream = UnitStream(tokenizer, config)
-        stream.units(wave[:wave.size - SAMPLE_RATE // 2])
+        stream.units(wave[:wave.size - MODEL_SAMPLE_RATE // 2])
         start = time.perf_counter()
         units = stream.units(wave)
         times.append(time.perf_counter() - start)

@@ -22,10 +22,10 @@ from stream_omni_ros.engine.responder import Responder
 from stream_omni_ros.engine.vad import SileroVad
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.model.generation import GenerationConfig
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 PLAYBACK_MARGIN_S = 0.3  # after the answer's last sample, before the next question
 CHUNK_SAMPLES = 640  # 40 ms at 16 kHz, a typical microphone driver chunk
-SAMPLE_RATE = 16000
 TURN_TIMEOUT_S = 300.0
 
 
@@ -47,13 +47,13 @@ class Microphone:
         start, sent = time.monotonic(), []
         for index, first in enumerate(range(0, len(pcm), CHUNK_SAMPLES)):
             if self.pace > 0:
-                due = start + index * CHUNK_SAMPLES / SAMPLE_RATE / self.pace
+                due = start + index * CHUNK_SAMPLES / MODEL_SAMPLE_RATE / self.pace
                 time.sleep(max(0.0, due - time.monotonic()))
             piece = pcm[first:first + CHUNK_SAMPLES]
-            self.feed(PcmChunk(piece.tobytes(), SAMPLE_RATE, stamp=self.stamp, seq=self.seq))
+            self.feed(PcmChunk(piece.tobytes(), MODEL_SAMPLE_RATE, stamp=self.stamp, seq=self.seq))
             sent.append(time.monotonic())
             self.seq += 1
-            self.stamp += len(piece) / SAMPLE_RATE
+            self.stamp += len(piece) / MODEL_SAMPLE_RATE
         return sent
 
     def wait_out_answer(self, audio_s: float, margin_s: float = PLAYBACK_MARGIN_S) -> None:
@@ -63,7 +63,7 @@ class Microphone:
         length is whole chunks of the answer's duration, never the clock, so that every path
         gives the voice activity detector the same samples and finds the same endpoints.
         """
-        chunks = math.ceil((audio_s + margin_s) * SAMPLE_RATE / CHUNK_SAMPLES)
+        chunks = math.ceil((audio_s + margin_s) * MODEL_SAMPLE_RATE / CHUNK_SAMPLES)
         self.play(np.zeros(chunks * CHUNK_SAMPLES, np.float32))
 
 
@@ -106,7 +106,7 @@ def run_engine_turns(responder: Responder, config: BenchConfig,
         for turn, (_, speech) in enumerate(questions):
             arrivals.events.clear()
             arrivals.done.clear()
-            speech_end = mic.stamp + len(speech) / SAMPLE_RATE - pad_after_s
+            speech_end = mic.stamp + len(speech) / MODEL_SAMPLE_RATE - pad_after_s
             # A camera streams: a frame as the question starts and one as it ends, so that
             # either image.frame_at finds one.
             engine.feed_image(image, stamp=mic.stamp)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from stream_omni_ros.errors import ConfigError
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 QUESTIONS = (
     "What is on the table in front of you?",
     "Can you describe the colors of the boxes?",
@@ -36,9 +36,9 @@ def speak_to_pcm(text: str, folder: Path, pad_before_s: float, pad_after_s: floa
     wav = folder / f"{name}.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
     samples, rate = soundfile.read(wav, dtype="float32", always_2d=True)
-    mono = soxr.resample(samples.mean(axis=1), rate, SAMPLE_RATE).astype(np.float32)
-    before = np.zeros(int(pad_before_s * SAMPLE_RATE), np.float32)
-    after = np.zeros(int(pad_after_s * SAMPLE_RATE), np.float32)
+    mono = soxr.resample(samples.mean(axis=1), rate, MODEL_SAMPLE_RATE).astype(np.float32)
+    before = np.zeros(int(pad_before_s * MODEL_SAMPLE_RATE), np.float32)
+    after = np.zeros(int(pad_after_s * MODEL_SAMPLE_RATE), np.float32)
     return np.concatenate([before, mono, after])
 
 
@@ -57,7 +57,7 @@ def pcm_to_wav_file(pcm: np.ndarray, path: Path) -> None:
     with wave.open(str(path), "wb") as handle:
         handle.setnchannels(1)
         handle.setsampwidth(2)
-        handle.setframerate(SAMPLE_RATE)
+        handle.setframerate(MODEL_SAMPLE_RATE)
         handle.writeframes((np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2").tobytes())
 
 
@@ -66,9 +66,9 @@ def wav_file_to_pcm(path: Path) -> np.ndarray:
     with wave.open(str(path), "rb") as handle:
         layout = (handle.getnchannels(), handle.getsampwidth(), handle.getframerate())
         frames = handle.readframes(handle.getnframes())
-    if layout != (1, 2, SAMPLE_RATE):
+    if layout != (1, 2, MODEL_SAMPLE_RATE):
         raise ConfigError(f"{path}: (channels, bytes per sample, rate) = {layout}; expected "
-                          f"(1, 2, {SAMPLE_RATE}), as write_questions makes them")
+                          f"(1, 2, {MODEL_SAMPLE_RATE}), as write_questions makes them")
     return np.frombuffer(frames, "<i2").astype(np.float32) / 32768.0
 
 

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 
 from stream_omni_ros.bench.config import BenchConfig
-from stream_omni_ros.bench.engine_run import CHUNK_SAMPLES, SAMPLE_RATE
+from stream_omni_ros.bench.engine_run import CHUNK_SAMPLES
 from stream_omni_ros.bench.parts import BenchParts
 from stream_omni_ros.engine.audio_input import PcmChunk
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.echo_responder import EchoResponder
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.vad import SileroVad
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 
 def median_call_s(fn: Callable[[int], object], repeats: int) -> float:
@@ -36,7 +37,7 @@ def engine_feed_costs(image: np.ndarray, repeats: int) -> dict[str, float]:
     engine = ConversationEngine(EchoResponder(), EngineConfig(), speech_probability=SileroVad())
     try:
         feed_audio = median_call_s(lambda i: engine.feed_audio(PcmChunk(
-            chunk, SAMPLE_RATE, stamp=10.0 + (i + 1) * CHUNK_SAMPLES / SAMPLE_RATE,
+            chunk, MODEL_SAMPLE_RATE, stamp=10.0 + (i + 1) * CHUNK_SAMPLES / MODEL_SAMPLE_RATE,
             seq=i + 1)), repeats)
         feed_image = median_call_s(lambda i: engine.feed_image(image, stamp=10.0 + i), repeats)
     finally:
@@ -53,7 +54,7 @@ def ros_conversion_costs(image: np.ndarray, repeats: int) -> dict[str, float]:
         return {}
     image_msg = rgb_to_image_msg(image)
     audio = np.zeros(CHUNK_SAMPLES, np.float32)
-    audio_msg = pcm_to_audio_msg(audio, SAMPLE_RATE)
+    audio_msg = pcm_to_audio_msg(audio, MODEL_SAMPLE_RATE)
     reply = np.zeros(2205, np.float32)  # a 100 ms speech chunk at 22050 Hz
     return {
         "image_msg_to_rgb_s": median_call_s(lambda i: image_msg_to_rgb(image_msg), repeats),

@@ -8,8 +8,8 @@ import numpy as np
 from stream_omni_ros.dependencies import require_module
 from stream_omni_ros.engine.config import AudioInputConfig
 from stream_omni_ros.errors import InputError
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
-MODEL_SAMPLE_RATE = 16000
 ENCODINGS = {"S16LE": np.dtype("<i2"), "F32LE": np.dtype("<f4")}
 
 

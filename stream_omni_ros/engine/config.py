@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from stream_omni_ros.config_fields import described, described_factory
 from stream_omni_ros.errors import ConfigError
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 LISTEN_MODES = ("always", "on_request", "push_to_talk")
 FRAME_MOMENTS = ("speech_start", "utterance_end")
@@ -51,10 +52,10 @@ class AudioInputConfig:
 
     def __post_init__(self) -> None:
         g = "audio"
-        _require(0 < self.min_sample_rate <= 16000, g, "min_sample_rate", self.min_sample_rate,
-                 "an integer in (0, 16000]")
-        _require(self.max_sample_rate >= 16000, g, "max_sample_rate", self.max_sample_rate,
-                 "an integer >= 16000")
+        _require(0 < self.min_sample_rate <= MODEL_SAMPLE_RATE, g, "min_sample_rate",
+                 self.min_sample_rate, f"an integer in (0, {MODEL_SAMPLE_RATE}]")
+        _require(self.max_sample_rate >= MODEL_SAMPLE_RATE, g, "max_sample_rate",
+                 self.max_sample_rate, f"an integer >= {MODEL_SAMPLE_RATE}")
         _require(self.max_channels >= 1, g, "max_channels", self.max_channels, ">= 1")
         _require(self.max_chunk_s > 0, g, "max_chunk_s", self.max_chunk_s, "> 0")
         _require(self.resample_quality in RESAMPLE_QUALITIES, g, "resample_quality",

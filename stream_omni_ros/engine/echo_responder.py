@@ -12,13 +12,14 @@ import numpy as np
 
 from stream_omni_ros.engine.responder import (AudioPiece, Done, HistoryTurn, ResponderOutput,
                                               TextPiece, Transcript, TurnRequest)
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 ECHO_SAMPLE_RATE = 22050
 
 
 def describe_audio(audio: np.ndarray) -> str:
     """A stand-in transcript that tells how much speech was heard."""
-    return f"({len(audio) / 16000:.1f} s of speech)"
+    return f"({len(audio) / MODEL_SAMPLE_RATE:.1f} s of speech)"
 
 
 class EchoResponder:

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, PcmChunk
+from stream_omni_ros.engine.audio_input import PcmChunk
 from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, InterruptPlayback,
                                              ResetHistory, StopWorker, TextTurn)
 from stream_omni_ros.engine.config import EngineConfig
@@ -31,6 +31,7 @@ from stream_omni_ros.engine.vad import Endpointer, SileroVad
 from stream_omni_ros.engine.worker import TurnWorker
 from stream_omni_ros.engine.worker_state import WorkerHandle
 from stream_omni_ros.errors import InputError, StreamOmniError
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 
 def samples_to_utterance(samples_16k_mono: np.ndarray) -> np.ndarray:

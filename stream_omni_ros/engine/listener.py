@@ -11,13 +11,14 @@ from typing import Callable, Union
 
 import numpy as np
 
-from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, AudioFrontEnd, PcmChunk
+from stream_omni_ros.engine.audio_input import AudioFrontEnd, PcmChunk
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.events import (SOURCE_PUSH_TO_TALK, SOURCE_SPEECH, InputWarning)
 from stream_omni_ros.engine.image_buffer import StampedImage
 from stream_omni_ros.engine.responder import TurnOptions
 from stream_omni_ros.engine.talk_span import TalkSpan
 from stream_omni_ros.engine.vad import Endpointer, SpeechAudio, SpeechEnded, SpeechStarted
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, AudioFrontEnd
+from stream_omni_ros.engine.audio_input import AudioFrontEnd
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 
 @dataclass

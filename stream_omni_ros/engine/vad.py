@@ -10,8 +10,8 @@ import numpy as np
 
 from stream_omni_ros.dependencies import require_module
 from stream_omni_ros.engine.config import VadConfig
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512  # silero-vad's window at 16 kHz (32 ms)
 
 
@@ -31,7 +31,7 @@ class SileroVad:
 
     def __call__(self, frame: np.ndarray) -> float:
         """Probability that this frame (continuing the previous ones) holds speech."""
-        return float(self._model(self._torch.from_numpy(frame), SAMPLE_RATE))
+        return float(self._model(self._torch.from_numpy(frame), MODEL_SAMPLE_RATE))
 
     def reset(self) -> None:
         """Forget the recurrent state (call when the stream is discontinuous)."""
@@ -76,11 +76,11 @@ class Endpointer:
     def __init__(self, config: VadConfig, speech_probability: Callable[[np.ndarray], float]):
         self.config = config
         self.speech_probability = speech_probability
-        ms = SAMPLE_RATE // 1000
+        ms = MODEL_SAMPLE_RATE // 1000
         self._min_speech = config.min_speech_ms * ms
         self._min_silence = config.min_silence_ms * ms
         self._pad = config.speech_pad_ms * ms
-        self._max_len = int(config.max_utterance_s * SAMPLE_RATE)
+        self._max_len = int(config.max_utterance_s * MODEL_SAMPLE_RATE)
         self._keep = self._pad + self._min_speech + self._min_silence + 2 * FRAME_SAMPLES
         self.reset()
 

@@ -23,6 +23,7 @@ from stream_omni_ros.engine.responder import (AudioPiece, Done, Responder, Respo
                                               TurnRequest)
 from stream_omni_ros.engine.turn import TurnTracker
 from stream_omni_ros.engine.worker_state import WorkerHandle
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 SpokenTurn = Union[UtteranceEnded, AudioTurn]  # a turn answered from audio
 FramePick = tuple[np.ndarray | None, float | None, str]  # rgb, its stamp, why there is none
@@ -82,7 +83,7 @@ class TurnWorker:
             if self._handle.cancel_reason(command.turn_id) is None:
                 text = self._responder.transcribe_partial(command.audio)
                 self._events.put(TranscriptPartial(command.turn_id, text,
-                                                   len(command.audio) / 16000))
+                                                   len(command.audio) / MODEL_SAMPLE_RATE))
         elif isinstance(command, UtteranceEnded):
             self._on_utterance(command)
         elif isinstance(command, AudioTurn):

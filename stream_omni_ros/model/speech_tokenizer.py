@@ -6,12 +6,17 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime
-import torch
 
 from stream_omni_ros.errors import CheckpointError, ConfigError, InputError
+
+# torch and onnxruntime load where they are used: the engine and the nodes import the model's
+# sample rate from here without loading them.
+if TYPE_CHECKING:
+    import onnxruntime
+    import torch
 
 LOG = logging.getLogger(__name__)
 Provider = str | tuple[str, dict]  # a name, or a name with its provider options
@@ -21,11 +26,12 @@ def provider_name(provider: Provider) -> str:
     """The name of an onnxruntime provider given with or without options."""
     return provider if isinstance(provider, str) else provider[0]
 
-SAMPLE_RATE = 16000
+# The model's audio rate, defined here only: the engine, nodes and benchmarks import it.
+MODEL_SAMPLE_RATE = 16000
 N_FFT = 400
 HOP_LENGTH = 160
 N_MELS = 128
-BLOCK_SAMPLES = 30 * SAMPLE_RATE  # the tokenizer accepts at most 30 s per call
+BLOCK_SAMPLES = 30 * MODEL_SAMPLE_RATE  # the tokenizer accepts at most 30 s per call
 # Centred reflect padding of n_fft // 2 = 200 samples needs a longer signal than that.
 MIN_BLOCK_SAMPLES = N_FFT // 2 + 1
 EXPECTED_UNITS_PER_SECOND = 25.0
@@ -57,7 +63,7 @@ def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
 def slaney_mel_filterbank(
     n_mels: int = N_MELS,
     n_fft: int = N_FFT,
-    sample_rate: int = SAMPLE_RATE,
+    sample_rate: int = MODEL_SAMPLE_RATE,
     f_max: float | None = None,
 ) -> np.ndarray:
     """Triangular mel filters [n_mels, n_fft // 2 + 1], area-normalised (librosa norm=slaney)."""
@@ -80,6 +86,7 @@ def slaney_mel_filterbank(
 @functools.lru_cache(maxsize=1)
 def _filterbank_tensor() -> torch.Tensor:
     """Whisper's 128-bin filterbank as a CPU tensor, built once."""
+    import torch
     return torch.from_numpy(slaney_mel_filterbank().copy())
 
 
@@ -106,6 +113,7 @@ def log_mel_128(wave_16k: np.ndarray) -> np.ndarray:
     if wave.size < MIN_BLOCK_SAMPLES:
         raise InputError(
             f"waveform has {wave.size} samples: the log-mel needs at least {MIN_BLOCK_SAMPLES}")
+    import torch
     with torch.inference_mode():
         samples = torch.from_numpy(np.ascontiguousarray(wave))
         window = torch.hann_window(N_FFT)  # periodic
@@ -134,6 +142,7 @@ def units_for_samples(num_samples: int) -> int:
 
 def _open_session(path: Path, providers: list[Provider]) -> onnxruntime.InferenceSession:
     """An onnxruntime session that really runs on one of the requested providers."""
+    import onnxruntime
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
@@ -156,8 +165,10 @@ def _open_session(path: Path, providers: list[Provider]) -> onnxruntime.Inferenc
 
 def providers_for_device(device: str) -> list[Provider]:
     """onnxruntime providers for a torch device name: CUDA first where it is available."""
+    import onnxruntime
     available = onnxruntime.get_available_providers()
     if device.startswith("cuda") and "CUDAExecutionProvider" in available:
+        import torch
         index = torch.device(device).index or 0
         # Heuristic convolution choice: the exhaustive search reruns for every new input
         # length, and partial transcripts bring a new length every time.
@@ -203,7 +214,8 @@ class SpeechTokenizer:
 
     def units_per_second(self, duration_s: float = 2.0) -> float:
         """Units per second the model emits on a `duration_s` test tone (25 for the right file)."""
-        times = np.arange(int(duration_s * SAMPLE_RATE), dtype=np.float64) / SAMPLE_RATE
+        samples = int(duration_s * MODEL_SAMPLE_RATE)
+        times = np.arange(samples, dtype=np.float64) / MODEL_SAMPLE_RATE
         tone = (0.1 * np.sin(2 * np.pi * 220.0 * times)).astype(np.float32)
         return self.waveform_to_units(tone).size / duration_s
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_omni_ros.errors import ConfigError
-from stream_omni_ros.model.speech_tokenizer import (BLOCK_SAMPLES, HOP_LENGTH, SAMPLE_RATE,
+from stream_omni_ros.model.speech_tokenizer import (BLOCK_SAMPLES, HOP_LENGTH, MODEL_SAMPLE_RATE,
                                                     SpeechTokenizer, check_waveform)
 
 SAMPLES_PER_UNIT = 4 * HOP_LENGTH  # two stride-2 convolutions over 10 ms mel frames: 40 ms
@@ -32,7 +32,7 @@ class UnitWindowConfig:
     right_context_s: float = 1.0  # audio a window waits for after its kept units (R)
 
     def __post_init__(self) -> None:
-        unit_s = SAMPLES_PER_UNIT / SAMPLE_RATE
+        unit_s = SAMPLES_PER_UNIT / MODEL_SAMPLE_RATE
         checks = (("hop_s", self.hop_s == 0 or self.hop_s >= unit_s, f"0 or >= {unit_s} s"),
                   ("left_context_s", self.left_context_s >= 0, ">= 0"),
                   ("right_context_s", self.right_context_s >= unit_s, f">= {unit_s} s"),
@@ -44,7 +44,7 @@ class UnitWindowConfig:
 
     def units(self, seconds: float) -> int:
         """Whole units in `seconds` (40 ms each)."""
-        return int(round(seconds * SAMPLE_RATE / SAMPLES_PER_UNIT))
+        return int(round(seconds * MODEL_SAMPLE_RATE / SAMPLES_PER_UNIT))
 
     @property
     def window_samples(self) -> int:

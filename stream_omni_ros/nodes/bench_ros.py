@@ -27,11 +27,12 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import SetBool
 
 from stream_omni_ros.bench.config import BenchConfig
-from stream_omni_ros.bench.engine_run import SAMPLE_RATE, Microphone, run_engine_turns
+from stream_omni_ros.bench.engine_run import Microphone, run_engine_turns
 from stream_omni_ros.bench.records import TurnRecord, percentiles, since
 from stream_omni_ros.engine.audio_input import PcmChunk
 from stream_omni_ros.engine.passthrough_responder import PassThroughResponder
 from stream_omni_ros.errors import StreamOmniError
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 from stream_omni_ros.msg import AudioChunk, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import rgb_to_image_msg
@@ -186,7 +187,7 @@ def run_ros_turns(config: BenchConfig, questions: list[tuple[str, np.ndarray]],
         for turn, (_, speech) in enumerate(questions):
             observer.arrivals.clear()
             observer.done.clear()
-            speech_end = mic.stamp + len(speech) / SAMPLE_RATE - pad_after_s
+            speech_end = mic.stamp + len(speech) / MODEL_SAMPLE_RATE - pad_after_s
             observer.image_pub.publish(rgb_to_image_msg(
                 image, stamp=seconds_to_time_msg(speech_end), frame_id="bench_camera"))
             observer.press(True, wait=True)

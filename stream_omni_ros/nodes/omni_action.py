@@ -16,13 +16,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.action import Converse
 from stream_omni_ros.dependencies import require_module
-from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (EngineError, EngineEvent, ResponseDelta, SpeechChunk,
                                            TranscriptFinal, TranscriptPartial, TurnCancelled,
                                            TurnFinished, TurnStarted)
 from stream_omni_ros.engine.responder import TurnOptions
 from stream_omni_ros.errors import InputError, StreamOmniError
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import image_msg_to_rgb

@@ -9,9 +9,10 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, PcmChunk
+from stream_omni_ros.engine.audio_input import PcmChunk
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.errors import InputError
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.conversions import compressed_image_msg_to_rgb, image_msg_to_rgb
 from stream_omni_ros.nodes.omni_config import OmniNodeConfig

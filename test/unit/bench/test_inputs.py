@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from stream_omni_ros.bench.config import BenchConfig
-from stream_omni_ros.bench.inputs import (QUESTIONS, SAMPLE_RATE, main, pcm_to_wav_file,
-                                          recorded_questions, spoken_questions, wav_file_to_pcm)
+from stream_omni_ros.bench.inputs import (QUESTIONS, main, pcm_to_wav_file, recorded_questions,
+                                          spoken_questions, wav_file_to_pcm)
 from stream_omni_ros.bench.parts import build_parts
 from stream_omni_ros.errors import ConfigError
+from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng speaks the questions")
@@ -28,7 +29,7 @@ def test_recorded_questions_replay_the_spoken_ones(tmp_path):
 
 
 def test_pcm_round_trip_through_a_wav_file(tmp_path):
-    pcm = np.sin(np.linspace(0, 100, SAMPLE_RATE)).astype(np.float32) * 0.5
+    pcm = np.sin(np.linspace(0, 100, MODEL_SAMPLE_RATE)).astype(np.float32) * 0.5
     pcm_to_wav_file(pcm, tmp_path / "00.wav")
     assert np.max(np.abs(wav_file_to_pcm(tmp_path / "00.wav") - pcm)) < 2 / 32768
     assert recorded_questions(tmp_path, 1)[0][0] == "00"  # no .txt: the file name stands in
