@@ -12,7 +12,7 @@ import torch
 
 from stream_omni_ros.bench.parts import BenchParts
 from stream_omni_ros.bench.records import TurnRecord
-from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TranscriptFinal
+from stream_omni_ros.model.events import AsrTranscript, GenerationEnd, SpeechUnits
 from stream_omni_ros.model.generation import GenerationConfig, GenerationRequest
 
 
@@ -33,7 +33,7 @@ def run_reference_turn(parts: BenchParts, generation: GenerationConfig, speech: 
     speech_units: list[int] = []
     transcript_at, text_tokens = start, 0
     for event in parts.generator.generate(request):
-        if isinstance(event, TranscriptFinal):
+        if isinstance(event, AsrTranscript):
             transcript_at = time.perf_counter()
         elif isinstance(event, SpeechUnits):
             speech_units.extend(event.units)

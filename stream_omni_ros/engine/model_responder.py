@@ -15,7 +15,7 @@ import numpy as np
 from stream_omni_ros.engine.responder import (AudioPiece, Done, HistoryTurn, ResponderOutput,
                                               TextPiece, Transcript, TurnOptions,
                                               TurnRequest)
-from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta, TranscriptFinal
+from stream_omni_ros.model.events import AsrTranscript, GenerationEnd, SpeechUnits, TextDelta
 from stream_omni_ros.model.generation import (GenerationConfig, GenerationRequest,
                                               PreparedTurn, StreamOmniGenerator)
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
@@ -134,7 +134,7 @@ class StreamOmniResponder:
         rate = self.vocoder.sample_rate if self.vocoder is not None else 0
         try:
             for event in events:
-                if isinstance(event, TranscriptFinal):
+                if isinstance(event, AsrTranscript):
                     yield Transcript(event.text)
                 elif isinstance(event, TextDelta):
                     yield TextPiece(event.delta, event.text)

@@ -26,7 +26,7 @@ from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, load_stream_omni
 from stream_omni_ros.model.generation import (GenerationConfig, GenerationRequest,
                                               StreamOmniGenerator)
-from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta, TranscriptFinal
+from stream_omni_ros.model.events import AsrTranscript, GenerationEnd, SpeechUnits, TextDelta
 from stream_omni_ros.model.quantization import QUANTIZATIONS, quantize_model
 from stream_omni_ros.model.random_weights import build_full
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
@@ -172,7 +172,7 @@ def turn_timings(gen: StreamOmniGenerator, kind: str, n_units: int, n_tokens: in
     start = time.perf_counter()
     for event in gen.generate(request):
         sync(device)
-        name = {TranscriptFinal: "transcript_s", TextDelta: "first_text_s",
+        name = {AsrTranscript: "transcript_s", TextDelta: "first_text_s",
                 SpeechUnits: "first_unit_s", GenerationEnd: "total_s"}[type(event)]
         marks.setdefault(name, time.perf_counter() - start)
         if isinstance(event, GenerationEnd):

@@ -11,8 +11,11 @@ END_MAX_UNITS = "max_new_units"
 
 
 @dataclass(frozen=True)
-class TranscriptFinal:
-    """ASR transcript of the input units (speech input modes), right after the prefill."""
+class AsrTranscript:
+    """ASR transcript of the input units (speech input modes), right after the prefill.
+
+    The engine turns it into its own `engine.events.TranscriptFinal` of a turn.
+    """
 
     text: str
     label_ids: tuple[int, ...]
@@ -44,4 +47,4 @@ class GenerationEnd:
     n_units: int
 
 
-GenerationEvent = TranscriptFinal | TextDelta | SpeechUnits | GenerationEnd
+GenerationEvent = AsrTranscript | TextDelta | SpeechUnits | GenerationEnd

@@ -18,7 +18,7 @@ from stream_omni_ros.model.checkpoint import LoadedStreamOmni
 from stream_omni_ros.model.compiled import CompiledDecodeConfig, StaticDecoder
 from stream_omni_ros.model.events import (END_MAX_TOKENS, END_MAX_UNITS, END_TEXT_EOS,
                                           END_UNIT_EOS, GenerationEnd, GenerationEvent,
-                                          SpeechUnits, TextDelta, TranscriptFinal)
+                                          SpeechUnits, TextDelta, AsrTranscript)
 from stream_omni_ros.model.prepared import (INFERENCE_TYPES, SPEECH_IN, SPEECH_OUT,
                                             PreparedTurn, splice_images, validate_request)
 from stream_omni_ros.model.tokens import (DEFAULT_SYSTEM_PROMPT, ChatMessage, PromptBuilder,
@@ -177,7 +177,7 @@ class StreamOmniGenerator:
 
     def generate(self, request: GenerationRequest,
                  prepared: PreparedTurn | None = None) -> Iterator[GenerationEvent]:
-        """Yield TranscriptFinal?, TextDelta*, SpeechUnits*, GenerationEnd for one request.
+        """Yield AsrTranscript?, TextDelta*, SpeechUnits*, GenerationEnd for one request.
 
         With `prepared`, its history and images are the ones used. Closing the returned
         generator cancels the request and frees its caches.
@@ -202,7 +202,7 @@ class StreamOmniGenerator:
         try:
             if request.inference_type in SPEECH_IN:  # the transcript comes before the LLM runs
                 turn.feed_units(request.units, run_llm=False)
-                yield TranscriptFinal(turn.transcript, tuple(turn.labels))
+                yield AsrTranscript(turn.transcript, tuple(turn.labels))
             x = turn.finish(request)
             rng = torch.Generator(device=self.model.device).manual_seed(request.config.seed)
             loop = self._speech_loop if request.inference_type in SPEECH_OUT else self._text_loop

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from stream_omni_ros.model.events import (END_MAX_TOKENS, END_MAX_UNITS, END_TEXT_EOS,
-                                          GenerationEnd, SpeechUnits, TextDelta,
-                                          TranscriptFinal)
+                                          AsrTranscript, GenerationEnd, SpeechUnits, TextDelta)
 from stream_omni_ros.model.generation import (INFERENCE_TYPES, SPEECH_IN, SPEECH_OUT,
                                               GenerationConfig, GenerationRequest, splice_images)
 from stream_omni_ros.model.tokens import ChatMessage, PromptBuilder, ctc_collapse
@@ -50,8 +49,8 @@ def test_event_order_and_text_match_reference(generator, image, kind, with_image
     events = list(generator.generate(request))
     kinds = [type(e) for e in events]
     assert kinds[-1] is GenerationEnd and kinds.count(GenerationEnd) == 1
-    assert (kinds[0] is TranscriptFinal) == (kind in SPEECH_IN)
-    assert kinds.count(TranscriptFinal) == (kind in SPEECH_IN)
+    assert (kinds[0] is AsrTranscript) == (kind in SPEECH_IN)
+    assert kinds.count(AsrTranscript) == (kind in SPEECH_IN)
     units = [e for e in events if isinstance(e, SpeechUnits)]
     end = events[-1]
     if kind in SPEECH_OUT:
@@ -83,7 +82,7 @@ def test_transcript_is_ctc_collapse_over_unit_span_only(generator):
     kept = ctc_collapse(labels[start:end], generator.special.blank)
     expected = generator.tokenizer.decode(kept, skip_special_tokens=True).strip()
     event = next(iter(generator.generate(make_request("speech_to_text"))))
-    assert event == TranscriptFinal(expected, tuple(labels[start:end]))
+    assert event == AsrTranscript(expected, tuple(labels[start:end]))
 
 
 def test_budgets_end_the_streams(generator):

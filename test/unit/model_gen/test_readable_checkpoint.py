@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
-from stream_omni_ros.model.events import SpeechUnits, TextDelta, TranscriptFinal
+from stream_omni_ros.model.events import AsrTranscript, SpeechUnits, TextDelta
 from stream_omni_ros.model.generation import (TEXT_LEAD, GenerationConfig, GenerationRequest,
                                               StreamOmniGenerator)
 from stream_omni_ros.model.readable_checkpoint import WORDS, write_readable_checkpoint
@@ -39,7 +39,7 @@ def test_it_uses_the_real_llama3_tokenizer(readable):
 
 
 def test_transcript_and_answer_are_varied_english_words(answer):
-    transcript = next(e for e in answer if isinstance(e, TranscriptFinal)).text
+    transcript = next(e for e in answer if isinstance(e, AsrTranscript)).text
     response = [e for e in answer if isinstance(e, TextDelta)][-1].text
     for text in (transcript, response):
         words = text.split()
@@ -49,7 +49,7 @@ def test_transcript_and_answer_are_varied_english_words(answer):
 
 def test_ctc_head_leaves_a_realistic_share_of_units_blank(readable, answer):
     blank = readable.special.blank
-    heard = next(e for e in answer if isinstance(e, TranscriptFinal)).label_ids
+    heard = next(e for e in answer if isinstance(e, AsrTranscript)).label_ids
     assert 1 / 3 <= np.mean([label == blank for label in heard]) <= 4 / 5
     units = [e.units[0] for e in answer if isinstance(e, SpeechUnits)]
     spoken = blank_share_of_spoken_units(readable, units)
@@ -60,7 +60,7 @@ def blank_share_of_spoken_units(generator: StreamOmniGenerator, units: list[int]
     """Share of blank CTC labels when the answer's units are read back as speech input."""
     request = GenerationRequest("speech_to_text", units=units,
                                 config=GenerationConfig(max_new_tokens=1))
-    heard = next(e for e in generator.generate(request) if isinstance(e, TranscriptFinal))
+    heard = next(e for e in generator.generate(request) if isinstance(e, AsrTranscript))
     return float(np.mean([label == generator.special.blank for label in heard.label_ids]))
 
 
