@@ -22,7 +22,8 @@ from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.event_queue import EventQueue, start_dispatcher
 from stream_omni_ros.engine.audio_watchdog import AudioWatchdog
 from stream_omni_ros.engine.events import (CANCEL_AUDIO_LOST, CANCEL_BARGE_IN, CANCEL_REQUESTED,
-                                           CANCEL_RESET, CANCEL_STOP, EngineEvent, InputWarning)
+                                           CANCEL_RESET, CANCEL_STOP, STATE_IDLE, STATE_LISTENING,
+                                           STATE_USER_SPEAKING, EngineEvent, InputWarning)
 from stream_omni_ros.engine.image_buffer import ImageBuffer, StampedImage, any_image_to_rgb
 from stream_omni_ros.engine.listener import (Listener, ListenerCommand, TurnExtras,
                                              UtteranceEnded)
@@ -254,10 +255,10 @@ class ConversationEngine:
     def state(self) -> str:
         """idle | listening | user_speaking | thinking | speaking."""
         if self._listener.turn_id is not None:
-            return "user_speaking"
+            return STATE_USER_SPEAKING
         state = self._handle.state()
-        if state == "idle" and (self.config.listen.mode == "always" or self._listener.armed):
-            return "listening"
+        if state == STATE_IDLE and (self.config.listen.mode == "always" or self._listener.armed):
+            return STATE_LISTENING
         return state
 
     @property

@@ -18,6 +18,16 @@ CANCEL_RESET = "reset"
 CANCEL_STOP = "stop"
 CANCEL_AUDIO_LOST = "audio_lost"  # the microphone went silent mid-utterance (watchdog)
 
+# ConversationEngine.state values, published by omni_node as NodeState.label.
+STATE_IDLE = "idle"
+STATE_LISTENING = "listening"
+STATE_USER_SPEAKING = "user_speaking"
+STATE_THINKING = "thinking"
+STATE_SPEAKING = "speaking"
+# What a node shows beside them: a failed turn, and no engine (no model loaded).
+STATE_ERROR = "error"
+STATE_UNLOADED = "unloaded"
+
 
 @dataclass(frozen=True)
 class TurnStarted:

@@ -6,6 +6,7 @@ import time
 from typing import Callable
 
 from stream_omni_ros.engine.commands import InterruptPlayback
+from stream_omni_ros.engine.events import STATE_IDLE, STATE_SPEAKING, STATE_THINKING
 
 
 class WorkerHandle:
@@ -31,8 +32,8 @@ class WorkerHandle:
         """thinking | speaking | idle, as seen by the worker."""
         with self._lock:
             if self._speaking_turn is not None or self._clock() < self._playback_end:
-                return "speaking"
-            return "thinking" if self._responding else "idle"
+                return STATE_SPEAKING
+            return STATE_THINKING if self._responding else STATE_IDLE
 
     def begin_responding(self, turn_id: int) -> None:
         """Mark a turn as queued for an answer."""

@@ -24,6 +24,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
+from stream_omni_ros.engine.events import STATE_LISTENING
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.msg import AudioChunk, NodeState, ResponseText, Transcript
 from stream_omni_ros.nodes.bringup import OMNI, default_params_file, node_params_to_yaml
@@ -239,7 +240,7 @@ def follow_turn(observer: DemoObserver, bringup: subprocess.Popen, config: DemoC
     start = time.monotonic()
     while bringup.poll() is None:
         rclpy.spin_once(observer, timeout_sec=0.05)
-        if observer.state.label == "listening":
+        if observer.state.label == STATE_LISTENING:
             observer.listen_to_question()
         problem = waiting_problem(observer, config, time.monotonic() - start)
         if problem is not None:

@@ -25,7 +25,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.engine.events import EngineError, EngineEvent, InputWarning, TurnFinished
+from stream_omni_ros.engine.events import (STATE_IDLE, STATE_LISTENING, STATE_UNLOADED,
+                                           EngineError, EngineEvent, InputWarning, TurnFinished)
 from stream_omni_ros.engine.runtime_config import RuntimeConfig, load_responder
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.nodes.node_process import exit_process, spin_node
@@ -283,17 +284,17 @@ class OmniNode(LifecycleNode):
         """The engine's state as a user sees it: not listening while inputs are closed."""
         engine, active = self.engine, self.active
         if engine is None:
-            return "unloaded"
+            return STATE_UNLOADED
         label = engine.state
-        if label == "listening" and (active is None or not active.inputs.listening):
-            return "idle"
+        if label == STATE_LISTENING and (active is None or not active.inputs.listening):
+            return STATE_IDLE
         return label
 
     def _publish_state(self) -> None:
         label, active = self._conversation_state(), self.active
         if active is None:
             detail = self.last_error or self.lifecycle_state()
-            self.state.update("idle" if label == "unloaded" else label, False, detail)
+            self.state.update(STATE_IDLE if label == STATE_UNLOADED else label, False, detail)
             return
         self.state.update(label, active.inputs.listening)
 

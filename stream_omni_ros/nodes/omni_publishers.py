@@ -10,16 +10,18 @@ from builtin_interfaces.msg import Time
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from stream_omni_ros.engine.events import (EngineError, EngineEvent, ResponseDelta, SpeechChunk,
+from stream_omni_ros.engine.events import (STATE_ERROR, STATE_IDLE, STATE_LISTENING,
+                                           STATE_SPEAKING, STATE_THINKING, STATE_USER_SPEAKING,
+                                           EngineError, EngineEvent, ResponseDelta, SpeechChunk,
                                            TranscriptFinal, TranscriptPartial, TurnCancelled,
                                            TurnFinished, TurnStarted)
 from stream_omni_ros.msg import AudioChunk, NodeState, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_conversions import pcm_to_audio_msg
 from stream_omni_ros.nodes.omni_config import AudioOutputConfig
 
-STATE_CODES = {"idle": NodeState.IDLE, "listening": NodeState.LISTENING,
-               "user_speaking": NodeState.USER_SPEAKING, "thinking": NodeState.THINKING,
-               "speaking": NodeState.SPEAKING, "error": NodeState.ERROR}
+STATE_CODES = {STATE_IDLE: NodeState.IDLE, STATE_LISTENING: NodeState.LISTENING,
+               STATE_USER_SPEAKING: NodeState.USER_SPEAKING, STATE_THINKING: NodeState.THINKING,
+               STATE_SPEAKING: NodeState.SPEAKING, STATE_ERROR: NodeState.ERROR}
 RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 AUDIO_OUT_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -181,7 +183,7 @@ class StatePublisher:
     def update(self, label: str, listening: bool, detail: str = "") -> None:
         """Publish if anything changed since the last message."""
         if self.error:
-            label, detail = "error", self.error
+            label, detail = STATE_ERROR, self.error
         key = (label, self.turn_id, listening, detail)
         if key == self._last:
             return

@@ -9,7 +9,8 @@ from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.engine.events import EngineEvent
+from stream_omni_ros.engine.events import (STATE_SPEAKING, STATE_THINKING, STATE_USER_SPEAKING,
+                                           EngineEvent)
 from stream_omni_ros.nodes.omni_diagnostics import InputCounters
 from stream_omni_ros.nodes.omni_inputs import InputAdapter
 
@@ -46,7 +47,7 @@ class ConversationServices:
     def _set_listening(self, request: SetBool.Request,
                        response: SetBool.Response) -> SetBool.Response:
         self._inputs.listening = bool(request.data)
-        if not request.data and self._engine.state == "user_speaking":
+        if not request.data and self._engine.state == STATE_USER_SPEAKING:
             self._engine.cancel()  # the half-heard utterance would otherwise never end
         response.success = True
         response.message = "listening" if request.data else "not listening to audio/in"
@@ -78,7 +79,7 @@ class ConversationServices:
         was = self._engine.state
         self._engine.cancel()
         response.success = True
-        response.message = f"stopped ({was})" if was in ("thinking", "speaking") else \
+        response.message = f"stopped ({was})" if was in (STATE_THINKING, STATE_SPEAKING) else \
             f"nothing to stop ({was})"
         return response
 
