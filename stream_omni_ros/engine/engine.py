@@ -31,7 +31,7 @@ from stream_omni_ros.engine.responder import Responder, TurnOptions
 from stream_omni_ros.engine.vad import Endpointer, SileroVad
 from stream_omni_ros.engine.worker import TurnWorker
 from stream_omni_ros.engine.worker_state import WorkerHandle
-from stream_omni_ros.errors import InputError, StreamOmniError
+from stream_omni_ros.errors import InputError, InputReason, StreamOmniError
 from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 
@@ -48,7 +48,7 @@ def samples_to_utterance(samples_16k_mono: np.ndarray) -> np.ndarray:
                          "samples in [-1, 1]")
     if not np.isfinite(samples_16k_mono).all():
         raise InputError("utterance audio contains NaN or infinite samples; expected finite "
-                         "floats in [-1, 1]")
+                         "floats in [-1, 1]", InputReason.NOT_FINITE)
     return np.ascontiguousarray(np.clip(samples_16k_mono, -1.0, 1.0), np.float32)
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from stream_omni_ros.engine.config import ImageConfig
-from stream_omni_ros.errors import InputError
+from stream_omni_ros.errors import InputError, InputReason
 
 
 @dataclass(frozen=True)
@@ -73,19 +73,19 @@ class ImageBuffer:
         """Validate, convert and store a frame; raises InputError on a bad image or stamp."""
         if not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
             raise InputError(f"image stamp {stamp!r} is invalid; expected finite seconds",
-                             "stamp")
+                             InputReason.STAMP)
         now = self._now()
         if now is not None and stamp > now + self.config.max_future_s:
             raise InputError(f"image stamp {stamp:.3f} is {stamp - now:.3f} s after the clock "
                              f"({now:.3f}); expected at most image.max_future_s = "
                              f"{self.config.max_future_s} s (a clock step or a skewed camera "
-                             "clock?)", "future")
+                             "clock?)", InputReason.FUTURE)
         frame = StampedImage(any_image_to_rgb(image), float(stamp), frame_id)
         max_bytes = int(self.config.buffer_max_mb * 2**20)
         if frame.rgb.nbytes > max_bytes:
             raise InputError(f"image of {frame.rgb.shape} takes {frame.rgb.nbytes} bytes as RGB; "
                              f"expected at most image.buffer_max_mb = {self.config.buffer_max_mb}"
-                             " MiB", "too_large")
+                             " MiB", InputReason.TOO_LARGE)
         with self._lock:
             self._drop_future(now)
             self._frames.append(frame)

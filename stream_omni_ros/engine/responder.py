@@ -10,7 +10,7 @@ from typing import Iterator, Protocol, Union
 
 import numpy as np
 
-from stream_omni_ros.errors import InputError
+from stream_omni_ros.errors import InputError, InputReason
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class TurnOptions:
             if value is not None and value < 1:
                 problems.append(f"{name}={value!r} (expected >= 1)")
         if problems:
-            raise InputError(f"TurnOptions: {', '.join(problems)}")
+            raise InputError(f"TurnOptions: {', '.join(problems)}", InputReason.OUT_OF_RANGE)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from stream_omni_ros.errors import InputError
+from stream_omni_ros.errors import InputError, InputReason
 
 try:  # ROS 2's cv_bridge exists on robots with a distro; the PyPI wheels here lack it.
     from cv_bridge import CvBridge
@@ -111,17 +111,19 @@ def compressed_image_size(data: np.ndarray) -> tuple[int, int]:
         size = _jpeg_frame_size(view)
     else:
         raise InputError(f"CompressedImage.data ({len(view)} bytes) starts with "
-                         f"{bytes(view[:8]).hex()}: expected a JPEG or PNG stream", "format")
+                         f"{bytes(view[:8]).hex()}: expected a JPEG or PNG stream",
+                         InputReason.FORMAT)
     if size is None or 0 in size:
         raise InputError(f"CompressedImage.data ({len(view)} bytes): its JPEG/PNG header gives "
-                         f"no image size ({size}); expected width and height > 0", "decode")
+                         f"no image size ({size}); expected width and height > 0",
+                         InputReason.DECODE)
     return size
 
 
 def _pixel_format(encoding: str, field: str) -> PixelFormat:
     if encoding not in PIXEL_FORMATS:
         raise InputError(f"{field} {encoding!r} is not supported: expected one of "
-                         f"{sorted(PIXEL_FORMATS)}", "encoding")
+                         f"{sorted(PIXEL_FORMATS)}", InputReason.ENCODING)
     return PIXEL_FORMATS[encoding]
 
 
@@ -129,7 +131,7 @@ def check_pixel_count(width: int, height: int, max_pixels: int, what: str) -> No
     """Refuse an image of more than `max_pixels` pixels before any decoding (reason too_large)."""
     if width * height > max_pixels:
         raise InputError(f"{what} is {width}x{height} = {width * height} pixels: expected at "
-                         f"most {max_pixels} (image.max_pixels)", "too_large")
+                         f"most {max_pixels} (image.max_pixels)", InputReason.TOO_LARGE)
 
 
 def _packed(msg: Image, max_pixels: int) -> _PackedImage:
@@ -137,20 +139,21 @@ def _packed(msg: Image, max_pixels: int) -> _PackedImage:
     fmt = _pixel_format(msg.encoding, "Image.encoding")
     if msg.height == 0 or msg.width == 0:
         raise InputError(f"Image is empty: height={msg.height} width={msg.width}, expected > 0",
-                         "empty")
+                         InputReason.EMPTY)
     check_pixel_count(msg.width, msg.height, max_pixels, "Image")
     if fmt.channels == 2 and msg.width % 2:
         raise InputError(f"Image.width {msg.width} is odd: {msg.encoding} packs pixel pairs",
-                         "odd_width")
+                         InputReason.ODD_WIDTH)
     row_bytes = msg.width * fmt.bytes_per_pixel
     if msg.step < row_bytes:
         raise InputError(f"Image.step {msg.step} is too small: expected >= width * bytes per "
-                         f"pixel = {msg.width} * {fmt.bytes_per_pixel} = {row_bytes}", "step")
+                         f"pixel = {msg.width} * {fmt.bytes_per_pixel} = {row_bytes}",
+                         InputReason.STEP)
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != msg.step * msg.height:
         raise InputError(f"Image.data has {data.size} bytes: expected step * height = "
                          f"{msg.step} * {msg.height} = {msg.step * msg.height}",
-                         "empty" if data.size == 0 else "size")
+                         InputReason.EMPTY if data.size == 0 else InputReason.SIZE)
     rows = data.reshape(msg.height, msg.step)[:, :row_bytes]  # [H, row_bytes]
     return _PackedImage(msg.height, msg.width, fmt.decoder_name, int(bool(msg.is_bigendian)),
                         row_bytes, rows.tobytes())
@@ -189,7 +192,8 @@ def compressed_image_msg_to_rgb(msg: CompressedImage,
     """
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
-        raise InputError(f"CompressedImage.data is empty (format {msg.format!r})", "empty")
+        raise InputError(f"CompressedImage.data is empty (format {msg.format!r})",
+                         InputReason.EMPTY)
     width, height = compressed_image_size(data)
     check_pixel_count(width, height, max_pixels, "CompressedImage")
     if _CV_BRIDGE is not None:
@@ -198,7 +202,7 @@ def compressed_image_msg_to_rgb(msg: CompressedImage,
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f"CompressedImage.data ({data.size} bytes, format {msg.format!r}) "
-                         "could not be decoded: expected a JPEG or PNG stream", "decode")
+                         "could not be decoded: expected a JPEG or PNG stream", InputReason.DECODE)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -11,7 +11,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from stream_omni_ros.engine.audio_input import PcmChunk
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.errors import InputError
+from stream_omni_ros.errors import InputError, InputReason
 from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.conversions import compressed_image_msg_to_rgb, image_msg_to_rgb
@@ -88,7 +88,7 @@ class InputAdapter:
         try:
             self._engine.feed_audio(audio_msg_to_pcm_chunk(msg))
         except InputError as error:
-            self._reject("audio", error.reason, error)
+            self._reject("audio", error)
             return
         self._counters.add("audio.accepted")
         if msg.sample_rate != MODEL_SAMPLE_RATE or msg.channels != 1:
@@ -107,7 +107,7 @@ class InputAdapter:
             self._store(image_msg_to_rgb(msg, self._config.image.max_pixels), stamp,
                         msg.header.frame_id)
         except InputError as error:
-            self._reject("image", error.reason, error)
+            self._reject("image", error)
 
     def on_compressed_image(self, msg: CompressedImage) -> None:
         """Decode a compressed camera frame and store it with its stamp."""
@@ -118,7 +118,7 @@ class InputAdapter:
             self._store(compressed_image_msg_to_rgb(msg, self._config.image.max_pixels), stamp,
                         msg.header.frame_id)
         except InputError as error:
-            self._reject("image", error.reason, error)
+            self._reject("image", error)
 
     def _frame_stamp(self, header) -> float:
         """The frame's capture time; an unstamped frame is taken as captured now."""
@@ -143,13 +143,14 @@ class InputAdapter:
         self._image_tokens = min(capacity, self._image_tokens + max(0.0, elapsed) * rate)
         self._last_image = stamp
         if self._image_tokens < 1.0:
-            self._reject("image", "rate_limit", InputError(
-                f"images arrive faster than image.max_rate_hz = {rate}"))
+            self._reject("image", InputError(
+                f"images arrive faster than image.max_rate_hz = {rate}", InputReason.RATE_LIMIT))
             return True
         self._image_tokens -= 1.0
         return False
 
-    def _reject(self, source: str, reason: str, error: InputError) -> None:
+    def _reject(self, source: str, error: InputError) -> None:
+        reason = error.reason
         count = self._counters.add(f"{source}.dropped.{reason}")
         key, now = f"{source}.{reason}", time.monotonic()
         if now - self._last_log.get(key, -float("inf")) >= self._config.log_throttle_s:
