@@ -1,13 +1,14 @@
 """Microphone front end: PCM chunks of any rate and layout -> 16 kHz mono float32, timed."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from stream_omni_ros.dependencies import require_module
 from stream_omni_ros.engine.config import AudioInputConfig
-from stream_omni_ros.errors import InputError
+from stream_omni_ros.errors import InputError, InputReason
 from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 ENCODINGS = {"S16LE": np.dtype("<i2"), "F32LE": np.dtype("<f4")}
@@ -42,30 +43,33 @@ def pcm_to_float(chunk: PcmChunk, config: AudioInputConfig) -> np.ndarray:
     dtype = ENCODINGS.get(chunk.encoding)
     if dtype is None:
         raise InputError(f"audio chunk encoding {chunk.encoding!r} is not supported; "
-                         f"expected one of {sorted(ENCODINGS)}", "encoding")
+                         f"expected one of {sorted(ENCODINGS)}", InputReason.ENCODING)
     if not config.min_sample_rate <= chunk.sample_rate <= config.max_sample_rate:
         raise InputError(f"audio chunk sample_rate {chunk.sample_rate} is out of range; expected "
-                         f"{config.min_sample_rate}..{config.max_sample_rate} Hz", "sample_rate")
+                         f"{config.min_sample_rate}..{config.max_sample_rate} Hz",
+                         InputReason.SAMPLE_RATE)
     if not 1 <= chunk.channels <= config.max_channels:
         raise InputError(f"audio chunk channels {chunk.channels} is out of range; expected "
-                         f"1..{config.max_channels}", "channels")
+                         f"1..{config.max_channels}", InputReason.CHANNELS)
     frame_bytes = dtype.itemsize * chunk.channels
     if len(chunk.data) == 0:
-        raise InputError("audio chunk data is empty; expected at least one frame", "empty")
+        raise InputError("audio chunk data is empty; expected at least one frame",
+                         InputReason.EMPTY)
     if len(chunk.data) % frame_bytes:
         raise InputError(f"audio chunk data has {len(chunk.data)} bytes, not a whole number of "
                          f"{chunk.channels}-channel {chunk.encoding} frames ({frame_bytes} bytes)",
-                         "size")
+                         InputReason.SIZE)
     duration_s = len(chunk.data) / frame_bytes / chunk.sample_rate
     if duration_s > config.max_chunk_s:
         raise InputError(f"audio chunk holds {duration_s:.2f} s of audio; expected at most "
-                         f"audio.max_chunk_s = {config.max_chunk_s} s per chunk", "too_long")
+                         f"audio.max_chunk_s = {config.max_chunk_s} s per chunk",
+                         InputReason.TOO_LONG)
     raw = np.frombuffer(chunk.data, dtype=dtype).reshape(-1, chunk.channels)
     if chunk.encoding == "S16LE":
         return raw.astype(np.float32) / 32768.0
     if not np.isfinite(raw).all():
         raise InputError("audio chunk data contains NaN or infinite F32LE samples; "
-                         "expected finite floats in [-1, 1]", "not_finite")
+                         "expected finite floats in [-1, 1]", InputReason.NOT_FINITE)
     # out-of-range floats are clipped like a saturated ADC (and counted as clipping)
     return np.clip(raw, -1.0, 1.0).astype(np.float32, copy=False)
 
@@ -197,3 +201,24 @@ class AudioFrontEnd:
     def _reanchor(self, chunk: PcmChunk) -> None:
         self._anchor_stamp = None
         self._last_seq = None
+
+
+def chunks_to_utterance(chunks: Sequence[PcmChunk], config: AudioInputConfig) -> np.ndarray:
+    """A complete utterance given as chunks -> 16 kHz mono float32, converted as audio/in is.
+
+    Every chunk passes the checks of pcm_to_float (an InputError names its index and keeps the
+    reason); stamps and sequence numbers are ignored: the chunks are one stream without gaps.
+    """
+    front_end = AudioFrontEnd(config)
+    pieces = []
+    for index, chunk in enumerate(chunks):
+        try:
+            pieces.append(front_end.convert(replace(chunk, stamp=None, seq=None)).samples)
+        except InputError as error:
+            raise InputError(f"audio[{index}]: {error}", error.reason) from error
+    pieces.append(front_end.flush())
+    samples = np.concatenate(pieces)
+    if samples.size == 0:
+        raise InputError("the utterance holds no audio chunks; expected at least one",
+                         InputReason.EMPTY)
+    return samples

@@ -15,19 +15,19 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.action import Converse
-from stream_omni_ros.dependencies import require_module
+from stream_omni_ros.engine.audio_input import chunks_to_utterance
+from stream_omni_ros.engine.config import AudioInputConfig
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (EngineError, EngineEvent, ResponseDelta, SpeechChunk,
                                            TranscriptFinal, TranscriptPartial, TurnCancelled,
                                            TurnFinished, TurnStarted)
 from stream_omni_ros.engine.responder import TurnOptions
-from stream_omni_ros.errors import InputError, StreamOmniError
-from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
+from stream_omni_ros.errors import InputError, InputReason, StreamOmniError
 from stream_omni_ros.msg import AudioChunk
-from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import image_msg_to_rgb
 from stream_omni_ros.nodes.omni_diagnostics import InputCounters
 from stream_omni_ros.nodes.omni_goals import MAX_GOALS, GoalQueue
+from stream_omni_ros.nodes.omni_inputs import audio_msg_to_pcm_chunk
 from stream_omni_ros.nodes.omni_publishers import (STATE_CODES, end_reason_to_stop_reason,
                                                    seconds_to_time_msg, time_msg_to_seconds)
 
@@ -78,28 +78,12 @@ class TurnRouter:
                 self._by_turn.pop(turn_id, None)
 
 
-def goal_audio_to_samples(chunks: list[AudioChunk]) -> np.ndarray:
-    """Goal audio chunks (any rate, layout, encoding) -> one 16 kHz mono float32 utterance."""
-    soxr = require_module("soxr", "Converse goal audio is resampled to 16 kHz with it")
-    pieces: list[np.ndarray] = []
-    run: list[np.ndarray] = []  # mono chunks of one sample rate, resampled together
-    rate = 0
-    for index, msg in enumerate(chunks):
-        try:
-            pcm = audio_msg_to_pcm(msg)
-        except InputError as error:
-            raise InputError(f"Converse goal audio[{index}]: {error}") from error
-        if pcm.sample_rate != rate and run:
-            pieces.append(soxr.resample(np.concatenate(run), rate, MODEL_SAMPLE_RATE))
-            run = []
-        rate = pcm.sample_rate
-        run.append(pcm.samples.mean(axis=1, dtype=np.float32))
-    if run:
-        pieces.append(soxr.resample(np.concatenate(run), rate, MODEL_SAMPLE_RATE))
-    samples = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else None
-    if samples is None or samples.size == 0:
-        raise InputError("Converse goal audio holds no samples; expected at least one frame")
-    return samples
+def goal_audio_to_samples(chunks: list[AudioChunk], config: AudioInputConfig) -> np.ndarray:
+    """Goal audio chunks -> one 16 kHz mono utterance, checked and converted as audio/in is."""
+    try:
+        return chunks_to_utterance([audio_msg_to_pcm_chunk(msg) for msg in chunks], config)
+    except InputError as error:
+        raise InputError(f"Converse goal {error}", error.reason) from error
 
 
 def goal_to_turn_options(goal: Converse.Goal) -> TurnOptions:
@@ -108,7 +92,7 @@ def goal_to_turn_options(goal: Converse.Goal) -> TurnOptions:
         if not math.isfinite(getattr(goal, name)):
             raise InputError(f"Converse goal {name} {getattr(goal, name)} is not a number; "
                              "expected a finite value (negative: the node's default)",
-                             "not_finite")
+                             InputReason.NOT_FINITE)
     return TurnOptions(
         speak=None if goal.speak else False,
         use_camera=None if goal.use_camera else False,
@@ -250,6 +234,8 @@ class ConverseServer:
         try:
             events, turn_id = self._start(goal_handle.request)
         except StreamOmniError as error:  # bad goal input: this goal fails, the node serves on
+            if isinstance(error, InputError):
+                self._counters.add(f"converse.dropped.{error.reason}")
             self._node.get_logger().warning(f"Converse goal rejected: {error}")
             goal_handle.abort()
             return ended_result("error", str(error))
@@ -294,8 +280,8 @@ class ConverseServer:
         """Hand the goal's question to the engine; return its turn's event queue and id."""
         options = goal_to_turn_options(goal)  # decode everything before touching the engine
         image, image_stamp = self._goal_image(goal)
-        samples = goal_audio_to_samples(list(goal.audio)) if goal.audio and not goal.text \
-            else None
+        samples = goal_audio_to_samples(list(goal.audio), self._engine.config.audio) \
+            if goal.audio and not goal.text else None
         if goal.reset_history:
             self._engine.reset()
         with self._router.lock:  # registered before the turn can emit its first event
@@ -318,7 +304,8 @@ class ConverseServer:
         try:
             rgb = image_msg_to_rgb(msg)
         except InputError as error:
-            raise InputError(f"Converse goal images[{len(goal.images) - 1}]: {error}") from error
+            raise InputError(f"Converse goal images[{len(goal.images) - 1}]: {error}",
+                             error.reason) from error
         stamp = time_msg_to_seconds(msg.header.stamp)
         return rgb, stamp if stamp > 0 else self._now_s()
 

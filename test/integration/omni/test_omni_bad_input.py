@@ -131,3 +131,43 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, h
     helpers.wait_until(result.done, what="the answer")
     assert result.result().status == GoalStatus.STATUS_SUCCEEDED
     assert result.result().result.response
+
+
+def test_goal_audio_is_refused_and_counted_like_audio_in(start_omni, peer, helpers):
+    """A 2 kHz chunk and a 64-channel chunk are refused on audio/in and in a Converse goal
+    alike, each counted under its reason: sample_rate and channels."""
+    diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+    states = peer.collect(NodeState, "state", helpers.LATCHED)
+    start_omni(diagnostics_period_s=0.1)
+    helpers.wait_until(lambda: states and states[-1].listening, what="the node listening")
+    slow = pcm_to_audio_msg(np.zeros(200, np.float32), 2000)
+    wide = pcm_to_audio_msg(np.zeros((10, 64), np.float32), 16000)
+    audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
+    helpers.wait_until(audio.get_subscription_count, what="the audio subscription")
+    for seq, msg in enumerate([slow, wide]):
+        msg.seq = seq
+        audio.publish(msg)
+
+    client = ActionClient(peer.node, Converse, "/omni_node/converse")
+    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S)
+    for msg, words in ((slow, "sample_rate 2000"), (wide, "channels 64")):
+        sent = client.send_goal_async(Converse.Goal(audio=[msg]))
+        helpers.wait_until(sent.done, what="goal acceptance")
+        reply = sent.result().get_result_async()
+        helpers.wait_until(reply.done, what="the result")
+        assert reply.result().status == GoalStatus.STATUS_ABORTED
+        assert "audio[0]" in reply.result().result.error
+        assert words in reply.result().result.error
+
+    expected = {"audio.dropped.sample_rate": "1", "audio.dropped.channels": "1",
+                "converse.dropped.sample_rate": "1", "converse.dropped.channels": "1"}
+
+    def counts() -> dict[str, str]:
+        return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} \
+            if diagnostics else {}
+    try:
+        helpers.wait_until(lambda: all(counts().get(k) == v for k, v in expected.items()),
+                           what="the counts")
+    except AssertionError:
+        raise AssertionError(f"expected {expected}; got {counts()}")
+    assert not any(".invalid" in key for key in counts())  # every drop says why

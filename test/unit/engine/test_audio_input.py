@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream_omni_ros.engine.audio_input import AudioFrontEnd, PcmChunk
-from stream_omni_ros.errors import InputError
+from stream_omni_ros.engine.audio_input import AudioFrontEnd, PcmChunk, chunks_to_utterance
+from stream_omni_ros.engine.config import AudioInputConfig
+from stream_omni_ros.errors import InputError, InputReason
 
 
 def tone(rate: int, seconds: float, hz: float, amplitude: float = 0.5) -> np.ndarray:
@@ -127,3 +128,29 @@ def test_bad_chunks_raise_input_error_with_a_reason_and_stream_continues(chunk, 
     assert raised.value.reason == reason
     after = front_end.convert(PcmChunk(good, 16000))
     assert after.first_sample == 160 and len(after.samples) == 160
+
+
+def test_an_utterance_in_chunks_of_any_rate_and_layout_becomes_one_16k_stream():
+    stereo = encode(tone(44100, 0.5, 300), "F32LE", 2)
+    mono_8k = encode(tone(8000, 0.25, 300), "S16LE", 1)
+    chunks = [PcmChunk(stereo[i:i + 3528], 44100, 2, "F32LE", stamp=50.0, seq=7)
+              for i in range(0, len(stereo), 3528)] + [PcmChunk(mono_8k, 8000, seq=3)]
+    samples = chunks_to_utterance(chunks, AudioInputConfig())
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) - 0.75 * 16000) <= 32  # stamps and seq numbers add no gap
+    assert abs(dominant_hz(samples[:8000]) - 300) < 10
+
+
+@pytest.mark.parametrize("chunk,reason", [
+    (PcmChunk(b"\0\0" * 160, 2000), InputReason.SAMPLE_RATE),
+    (PcmChunk(b"\0\0" * 64 * 10, 16000, 64), InputReason.CHANNELS),
+    (PcmChunk(b"\0\0" * 16000 * 3, 16000), InputReason.TOO_LONG),
+])
+def test_an_utterance_chunk_is_refused_by_the_checks_of_audio_in(chunk, reason):
+    good = PcmChunk(encode(tone(16000, 0.01, 300), "S16LE", 1), 16000)
+    with pytest.raises(InputError, match=r"audio\[1\]") as raised:
+        chunks_to_utterance([good, chunk], AudioInputConfig())
+    assert raised.value.reason == reason
+    with pytest.raises(InputError) as live:
+        AudioFrontEnd().convert(chunk)
+    assert live.value.reason == reason  # the microphone stream refuses it the same way
