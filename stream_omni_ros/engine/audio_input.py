@@ -26,6 +26,7 @@ class PcmChunk:
     stamp: float | None = None
     # Monotonically increasing chunk counter of the source; None when the source has none.
     seq: int | None = None
+    frame_id: str = ""  # the microphone's frame, carried to the events of the turn it feeds
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class AudioTurn:
     options: TurnOptions = field(default_factory=TurnOptions)
     image: StampedImage | None = None
     truncated: bool = False  # read like UtteranceEnded.truncated when the transcript is emitted
+    audio_frame_id: str = ""  # read like UtteranceEnded.audio_frame_id
 
 
 @dataclass(frozen=True)

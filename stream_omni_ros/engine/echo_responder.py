@@ -51,6 +51,10 @@ class EchoResponder:
         """Forget the prepared prefix."""
         self.prepared = None
 
+    def close(self) -> None:
+        """Nothing to free beyond the prepared prefix."""
+        self.reset()
+
     def begin_turn(self, request: TurnRequest) -> Iterator[ResponderOutput]:
         """Echo the request word by word, with a tone of rising pitch per word."""
         self.responses_started += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -19,7 +20,7 @@ from stream_omni_ros.engine.audio_input import PcmChunk
 from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, InterruptPlayback,
                                              ResetHistory, StopWorker, TextTurn)
 from stream_omni_ros.engine.config import EngineConfig
-from stream_omni_ros.engine.event_queue import EventQueue, start_dispatcher
+from stream_omni_ros.engine.event_queue import CallbackErrors, EventQueue, start_dispatcher
 from stream_omni_ros.engine.audio_watchdog import AudioWatchdog
 from stream_omni_ros.engine.events import (CANCEL_AUDIO_LOST, CANCEL_BARGE_IN, CANCEL_REQUESTED,
                                            CANCEL_RESET, CANCEL_STOP, STATE_IDLE, STATE_LISTENING,
@@ -33,6 +34,8 @@ from stream_omni_ros.engine.worker import TurnWorker
 from stream_omni_ros.engine.worker_state import WorkerHandle
 from stream_omni_ros.errors import InputError, InputReason, StreamOmniError
 from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
 
 
 def samples_to_utterance(samples_16k_mono: np.ndarray) -> np.ndarray:
@@ -80,21 +83,25 @@ class ConversationEngine:
                                         name="stream-omni-worker", daemon=True)
         self._thread.start()
         self._dispatcher = None
-        self.callback_errors: list[Exception] = []
+        self.callback_errors = CallbackErrors()  # kept, not reported: a report would loop back
         if callback is not None:
-            self._dispatcher = start_dispatcher(self._events, callback, self._on_callback_error)
+            self._dispatcher = start_dispatcher(self._events, callback, self.callback_errors.add)
 
     # -- input ---------------------------------------------------------------------------------
 
-    def feed_audio(self, chunk: PcmChunk) -> None:
-        """Process a microphone chunk; raises InputError (and keeps going) on a bad chunk."""
+    def feed_audio(self, chunk: PcmChunk) -> bool:
+        """Process a microphone chunk: False if ignored (not listening); raises InputError (and
+        keeps going) on a bad chunk."""
         self._check_running()
         with self._audio_lock:  # held while submitting too: commands keep the audio's order
+            if not self._listener.listening:
+                return False
             commands, warnings = self._listener.feed(chunk, self._handle.responding())
             self._watchdog.heard(self._clock())
             for warning in warnings:
                 self._events.put(warning)
             self._submit(commands)
+        return True
 
     def feed_image(self, rgb: np.ndarray, stamp: float, frame_id: str = "") -> None:
         """Store a camera frame; raises InputError on a bad image or stamp."""
@@ -191,6 +198,22 @@ class ConversationEngine:
 
     # -- control -------------------------------------------------------------------------------
 
+    def set_listening(self, listening: bool) -> None:
+        """Hear the microphone or ignore it; turning it off drops an utterance being heard.
+
+        Requests (text, goal audio) are answered either way; only feed_audio is ignored.
+        """
+        with self._audio_lock:
+            self._listener.listening = bool(listening)
+            talking = self._listener.turn_id is not None
+        if not listening and talking:
+            self.cancel()  # the half-heard utterance would otherwise never end
+
+    @property
+    def listening(self) -> bool:
+        """Whether microphone chunks are heard (set_listening)."""
+        return self._listener.listening
+
     def cancel(self) -> None:
         """Stop the current turn and any queued one; drop their unplayed audio."""
         self._interrupt(CANCEL_REQUESTED, reset_stream=False)
@@ -221,6 +244,15 @@ class ConversationEngine:
         self._events.close()
         if self._dispatcher is not None:
             self._dispatcher.join(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop, then let the responder free its memory (model weights, device caches)."""
+        self.stop(timeout)
+        if self._thread.is_alive():  # the model is still in use: freeing it would crash the turn
+            logger.warning("the model worker did not stop within %s s; the responder was not "
+                           "closed", timeout)
+            return
+        self._worker.close_responder()
 
     def reconfigure(self, config: EngineConfig) -> None:
         """Apply new settings live (listen mode, barge-in, VAD, prompt, speech, camera).
@@ -257,7 +289,8 @@ class ConversationEngine:
         if self._listener.turn_id is not None:
             return STATE_USER_SPEAKING
         state = self._handle.state()
-        if state == STATE_IDLE and (self.config.listen.mode == "always" or self._listener.armed):
+        waiting = self.config.listen.mode == "always" or self._listener.armed
+        if state == STATE_IDLE and waiting and self._listener.listening:
             return STATE_LISTENING
         return state
 
@@ -329,7 +362,3 @@ class ConversationEngine:
         if abandoned is not None:
             self._commands.put(Abandoned(abandoned, reason))
         self._commands.put(self._handle.playback_interrupt(reason))
-
-    def _on_callback_error(self, error: Exception) -> None:
-        # kept for inspection; reporting it as an event would loop through the same callback
-        self.callback_errors.append(error)

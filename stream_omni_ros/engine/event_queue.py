@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from stream_omni_ros.engine.events import EngineEvent
@@ -54,6 +55,23 @@ class EventQueue:
     def __len__(self) -> int:
         with self._cond:
             return len(self._events)
+
+
+@dataclass
+class CallbackErrors:
+    """Failures of the event callback: how many, and the last few as short text (bounded)."""
+
+    keep: int = 8
+    max_chars: int = 300
+    count: int = 0
+    recent: collections.deque = field(default_factory=collections.deque)
+
+    def add(self, error: Exception) -> None:
+        """Count a failure and keep its description, dropping the oldest kept one if full."""
+        self.count += 1
+        self.recent.append(f"{type(error).__name__}: {error}"[:self.max_chars])
+        while len(self.recent) > self.keep:
+            self.recent.popleft()
 
 
 def start_dispatcher(queue: EventQueue, callback: Callable[[EngineEvent], None],

@@ -45,6 +45,7 @@ class TranscriptPartial:
     turn_id: int
     text: str
     audio_s: float
+    audio_frame_id: str = ""  # frame_id of the microphone chunks heard
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TranscriptFinal:
     start_stamp: float | None
     end_stamp: float | None
     truncated: bool = False  # cut at vad.max_utterance_s
+    audio_frame_id: str = ""  # frame_id of the microphone chunks of the utterance, if any
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class TurnFinished:
     metrics: TurnMetrics
     image_stamp: float | None  # stamp of the camera frame used, None without an image
     image_note: str = ""  # why no image was used
+    image_frame_id: str = ""  # frame_id of the camera frame used
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class UtterancePartial:
 
     turn_id: int
     audio: np.ndarray
+    audio_frame_id: str = ""  # frame_id of the chunk that completed this audio
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class UtteranceEnded:
     truncated: bool
     options: TurnOptions = field(default_factory=TurnOptions)
     image: StampedImage | None = None  # given with the request: used instead of the camera
+    audio_frame_id: str = ""  # frame_id of the last chunk whose audio the utterance holds
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class Listener:
         self._last_warning: dict[str, float] = {}
         self._clock_anchor: float | None = None  # caller-clock time of sample 0 (no stamps)
         self.armed = False  # on_request: the next utterance is a turn
+        self.listening = True  # False: microphone chunks are ignored (engine.set_listening)
+        self._frame_id = ""  # of the latest chunk fed
         self._next_extras = TurnExtras()  # for the next utterance that begins
         self._closed: tuple[int, int] | None = None  # (turn, end) closed before its audio came
         self._drop_utterance()
@@ -141,6 +145,7 @@ class Listener:
         """Convert one chunk and return the resulting commands and input warnings."""
         self._switch_vad_when_idle()
         converted = self.front_end.convert(chunk)
+        self._frame_id = chunk.frame_id
         if chunk.stamp is None:
             self._follow_clock()
         warnings = self._input_warnings(converted.gap_s, converted.clipped_fraction)
@@ -250,7 +255,7 @@ class Listener:
         if self._heard < self._next_partial:
             return []
         self._next_partial = self._heard + self._partial_every
-        return [UtterancePartial(self.turn_id, np.concatenate(self._parts))]
+        return [UtterancePartial(self.turn_id, np.concatenate(self._parts), self._frame_id)]
 
     def _finish(self, end_sample: int, truncated: bool) -> UtteranceEnded:
         audio = np.concatenate(self._parts)[:max(0, end_sample - self._start)] if self._parts \
@@ -259,7 +264,7 @@ class Listener:
             self._start_stamp = self._stamp_of(self._start)
         ended = UtteranceEnded(self.turn_id, audio, self._start_stamp, self._stamp_of(end_sample),
                                time.monotonic(), truncated, self._extras.options,
-                               self._extras.image)
+                               self._extras.image, self._frame_id)
         self._drop_utterance()
         return ended
 

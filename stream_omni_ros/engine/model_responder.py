@@ -8,9 +8,11 @@ already prefilled prompt, image included when the turn keeps the frame it was pr
 from __future__ import annotations
 
 import dataclasses
+import gc
 from typing import Iterator, Sequence
 
 import numpy as np
+import torch
 
 from stream_omni_ros.engine.responder import (AudioPiece, Done, HistoryTurn, ResponderOutput,
                                               TextPiece, Transcript, TurnOptions,
@@ -94,6 +96,14 @@ class StreamOmniResponder:
             self._prepared.release()
         self._prepared = self._prepared_for = None
         self.unit_stream.reset()
+
+    def close(self) -> None:
+        """Drop the prepared turn, model, speech tokenizer and vocoder; empty the CUDA cache."""
+        self.reset()
+        self.generator = self.speech_tokenizer = self.vocoder = self.unit_stream = None
+        gc.collect()  # the weights go now, so that the cache below can return their memory
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
 
     def begin_turn(self, request: TurnRequest) -> Iterator[ResponderOutput]:
         """Generate the answer; text and audio pieces interleave as the model produces them."""

@@ -45,6 +45,9 @@ class PassThroughResponder:
     def reset(self) -> None:
         """No state."""
 
+    def close(self) -> None:
+        """Nothing to free."""
+
     def begin_turn(self, request: TurnRequest) -> Iterator[ResponderOutput]:
         """Transcript, then text pieces interleaved evenly with the audio chunks, then Done."""
         if request.audio is not None:

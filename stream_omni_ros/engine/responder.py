@@ -117,3 +117,7 @@ class Responder(Protocol):
     def reset(self) -> None:
         """Drop any cached conversation state (prefilled prefixes)."""
         ...
+
+    def close(self) -> None:
+        """Free what the responder holds (model weights, device caches); it answers no more."""
+        ...

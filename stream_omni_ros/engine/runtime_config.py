@@ -192,6 +192,14 @@ def available_device(device: str) -> str:
     return "cpu"
 
 
+def device_memory_mb(device: str) -> float | None:
+    """Memory allocated by torch on a CUDA device in MiB; None for other devices."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+    return torch.cuda.memory_allocated(torch.device(device)) / 2**20
+
+
 def required_memory(config: RuntimeConfig, model_config: StreamOmniConfig) -> int:
     """Device bytes this configuration needs for the checkpoint's shapes (model/memory.py)."""
     model = memory.meta_model(model_config)

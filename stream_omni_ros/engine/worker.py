@@ -26,7 +26,7 @@ from stream_omni_ros.engine.worker_state import WorkerHandle
 from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 SpokenTurn = Union[UtteranceEnded, AudioTurn]  # a turn answered from audio
-FramePick = tuple[np.ndarray | None, float | None, str]  # rgb, its stamp, why there is none
+FramePick = tuple[StampedImage | None, str]  # the frame a turn uses, or why there is none
 
 
 class TurnWorker:
@@ -61,6 +61,10 @@ class TurnWorker:
                 except Exception as error:  # a failing turn must not end the worker
                     self._report(command, error)
 
+    def close_responder(self) -> None:
+        """Let the responder free its memory (once run() has returned)."""
+        self._responder.close()
+
     def _report(self, command: object, error: Exception) -> None:
         turn_id = getattr(command, "turn_id", None)
         self._events.put(EngineError(turn_id, type(error).__name__, str(error)))
@@ -83,7 +87,8 @@ class TurnWorker:
             if self._handle.cancel_reason(command.turn_id) is None:
                 text = self._responder.transcribe_partial(command.audio)
                 self._events.put(TranscriptPartial(command.turn_id, text,
-                                                   len(command.audio) / MODEL_SAMPLE_RATE))
+                                                   len(command.audio) / MODEL_SAMPLE_RATE,
+                                                   command.audio_frame_id))
         elif isinstance(command, UtteranceEnded):
             self._on_utterance(command)
         elif isinstance(command, AudioTurn):
@@ -109,7 +114,8 @@ class TurnWorker:
         image = None
         if self.config.image.frame_at == "speech_start":
             pick = self._pick_image(command.start_stamp, command.options, command.image)
-            self._start_frame, image = (command.turn_id, pick), pick[0]
+            self._start_frame = (command.turn_id, pick)
+            image = None if pick[0] is None else pick[0].rgb
         if self.config.conversation.early_prefill:
             self._responder.prepare(self.history.turns, self.config.conversation.system_prompt,
                                     image)
@@ -147,9 +153,8 @@ class TurnWorker:
                 self._handle.end_responding(turn_id)
                 self._events.put(TurnCancelled(turn_id, cancel, 0.0))
                 return
-            rgb, image_stamp, image_note = self._turn_image(turn_id, end_stamp, request.options,
-                                                            image)
-            request = dataclasses.replace(request, image=rgb)
+            frame, image_note = self._turn_image(turn_id, end_stamp, request.options, image)
+            request = dataclasses.replace(request, image=None if frame is None else frame.rgb)
             tracker = TurnTracker(turn_id, endpoint_time, request.text or "")
             if request.text is not None:
                 tracker.on_transcript(request.text)
@@ -163,8 +168,10 @@ class TurnWorker:
             # ended before the event is seen, so that a reader of TurnFinished finds the engine
             # no longer thinking about this turn
             self._handle.end_responding(turn_id)
-            self._events.put(TurnFinished(turn_id, tracker.transcript, tracker.response, reason,
-                                          tracker.metrics(), image_stamp, image_note))
+            self._events.put(TurnFinished(
+                turn_id, tracker.transcript, tracker.response, reason, tracker.metrics(),
+                None if frame is None else frame.stamp, image_note,
+                "" if frame is None else frame.frame_id))
         finally:
             self._handle.end_responding(turn_id)
 
@@ -181,17 +188,15 @@ class TurnWorker:
     def _pick_image(self, stamp: float | None, options: TurnOptions,
                     explicit: StampedImage | None) -> FramePick:
         if explicit is not None:
-            return explicit.rgb, explicit.stamp, ""
+            return explicit, ""
         if options.use_camera is False:
-            return None, None, "the turn's options disable the camera"
+            return None, "the turn's options disable the camera"
         if options.use_camera is None and not self.config.conversation.use_camera:
-            return None, None, "conversation.use_camera is false"
+            return None, "conversation.use_camera is false"
         if stamp is None:
-            return None, None, "utterance time unknown"
+            return None, "utterance time unknown"
         lookup = self._images.nearest(stamp)
-        if lookup.image is None:
-            return None, None, lookup.reason
-        return lookup.image.rgb, lookup.image.stamp, ""
+        return lookup.image, lookup.reason
 
     def _generate(self, tracker: TurnTracker, request: TurnRequest,
                   utterance: SpokenTurn | None) -> tuple[str, str | None]:
@@ -219,7 +224,9 @@ class TurnWorker:
             start, end = (utterance.start_stamp, utterance.end_stamp) if utterance else (None,
                                                                                           None)
             truncated = bool(utterance and utterance.truncated)
-            self._events.put(TranscriptFinal(turn_id, output.text, start, end, truncated))
+            frame_id = utterance.audio_frame_id if utterance else ""
+            self._events.put(TranscriptFinal(turn_id, output.text, start, end, truncated,
+                                             frame_id))
         elif isinstance(output, TextPiece):
             tracker.on_text(output.text)
             self._events.put(ResponseDelta(turn_id, output.delta, output.text))

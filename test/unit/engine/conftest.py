@@ -67,22 +67,27 @@ class Mic:
     """
 
     def __init__(self, engine: ConversationEngine, start_stamp: float = 1000.0,
-                 clock: ManualClock | None = None) -> None:
+                 clock: ManualClock | None = None, frame_id: str = "") -> None:
         self.engine, self.seq, self.stamp, self.clock = engine, 0, start_stamp, clock
+        self.frame_id = frame_id
         if clock is not None:
             clock.now = start_stamp
 
+    def chunk(self, samples: np.ndarray) -> PcmChunk:
+        """The next S16LE chunk holding `samples`, stamped and numbered (the mic moves on)."""
+        pcm = (np.clip(samples, -1, 32767 / 32768) * 32768).astype("<i2")
+        chunk = PcmChunk(pcm.tobytes(), 16000, stamp=self.stamp, seq=self.seq,
+                         frame_id=self.frame_id)
+        self.seq += 1
+        self.stamp += len(pcm) / 16000
+        if self.clock is not None:
+            self.clock.now = self.stamp
+        return chunk
+
     def play(self, samples: np.ndarray) -> None:
         """Send samples in 40 ms chunks."""
-        pcm = (np.clip(samples, -1, 32767 / 32768) * 32768).astype("<i2")
-        for i in range(0, len(pcm), 640):
-            piece = pcm[i:i + 640]
-            self.engine.feed_audio(PcmChunk(piece.tobytes(), 16000, stamp=self.stamp,
-                                            seq=self.seq))
-            self.seq += 1
-            self.stamp += len(piece) / 16000
-            if self.clock is not None:
-                self.clock.now = self.stamp
+        for i in range(0, len(samples), 640):
+            self.engine.feed_audio(self.chunk(samples[i:i + 640]))
 
 
 def _collect(engine: ConversationEngine, until=None, timeout: float = 60.0) -> list:
