@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from stream_omni_ros.engine.events import TurnMetrics
+from stream_omni_ros.engine.runtime_config import device_memory_mb
 
 try:  # Iron and newer; Humble has the same classes in rclpy.qos_event
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -27,14 +28,6 @@ def process_memory_mb() -> float:
     except (OSError, IndexError, ValueError):
         return 0.0
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def device_memory_mb(device: str) -> float | None:
-    """Memory allocated by torch on a CUDA device in MiB; None for other devices."""
-    if not device.startswith("cuda"):
-        return None
-    import torch  # only on GPU robots, and only once a model was configured
-    return torch.cuda.memory_allocated(torch.device(device)) / 2**20
 
 
 class PythonLogToRos(logging.Handler):

@@ -31,7 +31,7 @@ def audio_msg_to_pcm_chunk(msg: AudioChunk) -> PcmChunk:
     """AudioChunk -> the engine's PcmChunk (a zero stamp means the source has no clock)."""
     stamp = time_msg_to_seconds(msg.header.stamp)
     return PcmChunk(bytes(msg.data), int(msg.sample_rate), int(msg.channels), msg.encoding,
-                    stamp if stamp > 0 else None, int(msg.seq))
+                    stamp if stamp > 0 else None, int(msg.seq), msg.header.frame_id)
 
 
 class InputAdapter:
@@ -44,9 +44,6 @@ class InputAdapter:
         self._last_log: dict[str, float] = {}
         self._last_image: float | None = None  # stamp of the previous frame
         self._image_tokens = 0.0
-        self.listening = True
-        self.audio_frame_id = ""
-        self.image_frame_id = ""
         image_type = CompressedImage if config.image.compressed else Image
         image_callback = self.on_compressed_image if config.image.compressed else self.on_image
         self.subscriptions = [
@@ -78,17 +75,20 @@ class InputAdapter:
             self._engine.check_audio_watchdog()
 
     def on_audio(self, msg: AudioChunk) -> None:
-        """Hand a microphone chunk to the engine (VAD and turn-taking run there)."""
-        if self._engine is None:  # destroyed: a callback the executor still held
+        """Hand a microphone chunk to the engine (listening, VAD and turn-taking run there)."""
+        engine = self._engine
+        if engine is None:  # destroyed: a callback the executor still held
             return
-        if not self.listening:
-            self._counters.add("audio.ignored.not_listening")
-            return
-        self.audio_frame_id = msg.header.frame_id
         try:
-            self._engine.feed_audio(audio_msg_to_pcm_chunk(msg))
+            heard = engine.feed_audio(audio_msg_to_pcm_chunk(msg))
         except InputError as error:
             self._reject("audio", error)
+            return
+        self._count_audio(msg, heard)
+
+    def _count_audio(self, msg: AudioChunk, heard: bool) -> None:
+        if not heard:
+            self._counters.add("audio.ignored.not_listening")
             return
         self._counters.add("audio.accepted")
         if msg.sample_rate != MODEL_SAMPLE_RATE or msg.channels != 1:
@@ -99,38 +99,30 @@ class InputAdapter:
                     f"chunks to {MODEL_SAMPLE_RATE} Hz mono")
 
     def on_image(self, msg: Image) -> None:
-        """Decode a camera frame and store it with its stamp."""
-        stamp = self._frame_stamp(msg.header)
-        if self._flooded(stamp):
-            return
-        try:
-            self._store(image_msg_to_rgb(msg, self._config.image.max_pixels), stamp,
-                        msg.header.frame_id)
-        except InputError as error:
-            self._reject("image", error)
+        """Decode a camera frame and hand it to the engine with its stamp and frame."""
+        self._on_frame(msg, image_msg_to_rgb)
 
     def on_compressed_image(self, msg: CompressedImage) -> None:
-        """Decode a compressed camera frame and store it with its stamp."""
+        """Decode a compressed camera frame and hand it to the engine."""
+        self._on_frame(msg, compressed_image_msg_to_rgb)
+
+    def _on_frame(self, msg: Image | CompressedImage, msg_to_rgb) -> None:
         stamp = self._frame_stamp(msg.header)
-        if self._flooded(stamp):
+        engine = self._engine
+        if engine is None or self._flooded(stamp):
             return
         try:
-            self._store(compressed_image_msg_to_rgb(msg, self._config.image.max_pixels), stamp,
-                        msg.header.frame_id)
+            engine.feed_image(msg_to_rgb(msg, self._config.image.max_pixels), stamp,
+                              msg.header.frame_id)
         except InputError as error:
             self._reject("image", error)
+            return
+        self._counters.add("image.accepted")
 
     def _frame_stamp(self, header) -> float:
         """The frame's capture time; an unstamped frame is taken as captured now."""
         stamp = time_msg_to_seconds(header.stamp)
         return stamp if stamp > 0 else self._node.get_clock().now().nanoseconds * 1e-9
-
-    def _store(self, rgb, stamp: float, frame_id: str) -> None:
-        if self._engine is None:  # destroyed: a callback the executor still held
-            return
-        self._engine.feed_image(rgb, stamp, frame_id)
-        self.image_frame_id = frame_id
-        self._counters.add("image.accepted")
 
     def _flooded(self, stamp: float) -> bool:
         """True (and counted) when frames are stamped faster than image.max_rate_hz a while."""

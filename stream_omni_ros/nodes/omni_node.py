@@ -3,11 +3,12 @@
 configure reads the parameters, loads the model and builds the ConversationEngine (one worker
 thread owns the model), activate opens the topics, the `~/converse` action and the services,
 deactivate stops listening, ends every Converse goal with a result and cancels the turn, cleanup
-frees the model. A transition that raises anything is logged with its traceback, reported in
-/diagnostics and fails, leaving the node where it was (configure can be retried). A
-MultiThreadedExecutor keeps camera and audio flowing during a turn; an EventPump thread
-publishes engine events as they come. SIGINT/SIGTERM cancel the turn, then release the model
-(nodes/node_process.py).
+closes the engine, whose responder frees the model. A transition that raises anything is logged
+with its traceback, reported in /diagnostics and fails, leaving the node where it was (configure
+can be retried). A MultiThreadedExecutor keeps camera and audio flowing during a turn; the
+engine's event thread hands every engine event, in order, to one callback that publishes and
+routes it. SIGINT/SIGTERM cancel the turn, then release the model (nodes/node_process.py).
+The node's parts talk to the engine only, never to each other.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.engine.events import (STATE_IDLE, STATE_LISTENING, STATE_UNLOADED,
-                                           EngineError, EngineEvent, InputWarning, TurnFinished)
+from stream_omni_ros.engine.events import (STATE_IDLE, STATE_UNLOADED, EngineError, EngineEvent,
+                                           InputWarning, TurnFinished)
 from stream_omni_ros.engine.runtime_config import RuntimeConfig, load_responder
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.nodes.node_process import exit_process, spin_node
@@ -36,7 +37,7 @@ from stream_omni_ros.nodes.omni_diagnostics import (InputCounters, NodeSnapshot,
                                                     process_memory_mb, snapshot_to_diagnostics)
 from stream_omni_ros.nodes.omni_inputs import InputAdapter
 from stream_omni_ros.nodes.omni_publishers import EventPublisher, StatePublisher
-from stream_omni_ros.nodes.omni_services import ConversationServices, EventPump
+from stream_omni_ros.nodes.omni_services import ConversationServices
 from stream_omni_ros.nodes.params import LiveConfig, declare_config
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -54,11 +55,6 @@ class ActiveParts:
         """Close subscriptions, services and publishers."""
         for part in (self.inputs, self.services, self.publisher):
             part.destroy()
-
-
-def heaviest_part(responder: object) -> object:
-    """What cleanup must free: the model of a model-backed responder, else the responder."""
-    return getattr(getattr(responder, "generator", None), "model", responder)
 
 
 def holders_of(obj: object, most: int = 4) -> str:
@@ -92,8 +88,7 @@ class OmniNode(LifecycleNode):
         self.engine: ConversationEngine | None = None
         self.active: ActiveParts | None = None
         self.converse: ConverseServer | None = None  # from the first activate until cleanup
-        self._pump: EventPump | None = None
-        self._model_ref: weakref.ref | None = None
+        self._model_ref: weakref.ref | None = None  # the responder: it holds the model
         self.last_error, self.last_metrics = "", None
         self.state = StatePublisher(self)
         package_log = logging.getLogger("stream_omni_ros")
@@ -160,9 +155,10 @@ class OmniNode(LifecycleNode):
                                f"{runtime.model.path!r}, cosyvoice.path "
                                f"{runtime.cosyvoice.path!r}")
         responder = load_responder(runtime)
-        self.engine = ConversationEngine(responder, self.live.value, clock=self.now_s)
-        self._model_ref = weakref.ref(heaviest_part(responder))
-        self._pump = EventPump(self.engine, self._deliver, self._delivery_failed)
+        self.engine = ConversationEngine(responder, self.live.value, clock=self.now_s,
+                                         callback=self._deliver)
+        self.engine.set_listening(False)  # until activate opens audio/in
+        self._model_ref = weakref.ref(responder)
         self.last_error = ""
         self.get_logger().info(f"responder {runtime.responder} loaded on {runtime.device}; "
                                f"process memory {process_memory_mb():.0f} MiB")
@@ -180,14 +176,15 @@ class OmniNode(LifecycleNode):
         try:
             inputs = InputAdapter(self, engine, self.settings, self.counters)
             built.append(inputs)
-            publisher = EventPublisher(self, self.settings.audio_out, inputs)
+            publisher = EventPublisher(self, self.settings.audio_out)
             built.append(publisher)
-            services = ConversationServices(self, engine, inputs, self.counters)
+            services = ConversationServices(self, engine, self.counters)
         except Exception:
             for part in reversed(built):
                 part.destroy()
             raise
         self.active = ActiveParts(inputs, publisher, services)
+        engine.set_listening(True)
         if self.converse is None:
             self.converse = ConverseServer(self, engine, self.router, self.now_s, self.counters)
         self.converse.open()
@@ -203,6 +200,7 @@ class OmniNode(LifecycleNode):
         if converse is not None:
             converse.close("omni_node was deactivated")  # first, so a goal cut now says why
         if self.engine is not None:
+            self.engine.set_listening(False)
             self.engine.cancel()
         if converse is not None and not converse.wait_ended():
             self.get_logger().error("a Converse goal did not end in time on deactivate")
@@ -240,18 +238,14 @@ class OmniNode(LifecycleNode):
         return self._transition("cleanup", self._cleanup)
 
     def _release(self) -> None:
-        if self._pump is not None:
-            self._pump.stop()
-        if self.engine is not None:
-            self.engine.stop()
-        self.engine = self._pump = None
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()  # its responder frees the model and the device cache
+        del engine
         gc.collect()
-        if self.runtime.device.startswith("cuda"):
-            import torch  # only on GPU machines
-            torch.cuda.empty_cache()
-        model = None if self._model_ref is None else self._model_ref()
-        held_by = "" if model is None else f" (still referenced by {holders_of(model)})"
-        del model
+        responder = None if self._model_ref is None else self._model_ref()
+        held_by = "" if responder is None else f" (still referenced by {holders_of(responder)})"
+        del responder
         released = self._model_ref is None or self._model_ref() is None
         self.get_logger().info(f"model released: {released}{held_by}; process memory "
                                f"{process_memory_mb():.0f} MiB")
@@ -261,6 +255,13 @@ class OmniNode(LifecycleNode):
             self.engine.reconfigure(config)
 
     def _deliver(self, event: EngineEvent) -> None:
+        """The engine's event callback: publish, route to Converse goals, count; never raise."""
+        try:
+            self._handle_event(event)
+        except Exception as error:  # counted and logged as the node's own failure
+            self._delivery_failed(error)
+
+    def _handle_event(self, event: EngineEvent) -> None:
         self.state.observe(event)
         active = self.active
         if active is not None:
@@ -281,22 +282,18 @@ class OmniNode(LifecycleNode):
                                 throttle_duration_sec=self.settings.log_throttle_s)
 
     def _conversation_state(self) -> str:
-        """The engine's state as a user sees it: not listening while inputs are closed."""
-        engine, active = self.engine, self.active
-        if engine is None:
-            return STATE_UNLOADED
-        label = engine.state
-        if label == STATE_LISTENING and (active is None or not active.inputs.listening):
-            return STATE_IDLE
-        return label
+        """The engine's state ("unloaded" without an engine)."""
+        engine = self.engine
+        return STATE_UNLOADED if engine is None else engine.state
 
     def _publish_state(self) -> None:
-        label, active = self._conversation_state(), self.active
-        if active is None:
-            detail = self.last_error or self.lifecycle_state()
-            self.state.update(STATE_IDLE if label == STATE_UNLOADED else label, False, detail)
-            return
-        self.state.update(label, active.inputs.listening)
+        engine = self.engine
+        if engine is None:
+            self.state.update(STATE_IDLE, False, self.last_error or self.lifecycle_state())
+        elif self.active is None:
+            self.state.update(engine.state, False, self.last_error or self.lifecycle_state())
+        else:
+            self.state.update(engine.state, engine.listening)
 
     def _publish_diagnostics(self) -> None:
         engine = self.engine

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -51,13 +50,6 @@ def time_msg_to_seconds(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-class FrameIds(Protocol):
-    """Frame ids of the latest input messages (the microphone and the camera)."""
-
-    audio_frame_id: str
-    image_frame_id: str
-
-
 @dataclass
 class _TurnCounters:
     """Per-turn message counters and the utterance start used for transcript stamps."""
@@ -73,10 +65,9 @@ class _TurnCounters:
 class EventPublisher:
     """Owns the output publishers of an active node and turns each engine event into messages."""
 
-    def __init__(self, node: Node, audio_out: AudioOutputConfig, frames: FrameIds) -> None:
+    def __init__(self, node: Node, audio_out: AudioOutputConfig) -> None:
         self._node = node
         self._audio_out = audio_out
-        self._frames = frames
         self._pubs = {name: node.create_publisher(msg_type, name, qos) for name, msg_type, qos in (
             ("asr/partial", Transcript, RELIABLE_10), ("asr/final", Transcript, RELIABLE_10),
             ("response/partial", ResponseText, RELIABLE_10),
@@ -106,40 +97,41 @@ class EventPublisher:
         elif isinstance(event, TranscriptPartial):
             start = self._turn(event.turn_id).audio_start
             end = None if start is None else start + event.audio_s
-            self._transcript(event.turn_id, event.text, False, start, end)
+            self._transcript(event.turn_id, event.text, False, start, end, event.audio_frame_id)
         elif isinstance(event, TranscriptFinal):
-            self._transcript(event.turn_id, event.text, True, event.start_stamp, event.end_stamp)
+            self._transcript(event.turn_id, event.text, True, event.start_stamp, event.end_stamp,
+                             event.audio_frame_id)
         elif isinstance(event, ResponseDelta):
             self._response(event.turn_id, event.delta, event.text)
         elif isinstance(event, SpeechChunk):
             self._speech(event)
         elif isinstance(event, TurnFinished):
             self._response(event.turn_id, "", event.response,
-                           end_reason_to_stop_reason(event.reason), event.image_stamp)
+                           end_reason_to_stop_reason(event.reason), event.image_stamp,
+                           event.image_frame_id)
         elif isinstance(event, TurnCancelled):
             reason = "error" if event.reason == "error" else "cancelled"
             self._response(event.turn_id, "", "", reason)
             self._close_audio(event.turn_id)
 
     def _transcript(self, turn_id: int, text: str, is_final: bool, start: float | None,
-                    end: float | None) -> None:
+                    end: float | None, frame_id: str) -> None:
         counters = self._turn(turn_id)
         msg = Transcript(turn_id=turn_id, seq=counters.asr_seq, text=text, is_final=is_final,
                          audio_start=seconds_to_time_msg(start),
                          audio_end=seconds_to_time_msg(end))
-        msg.header.stamp, msg.header.frame_id = self._now(), self._frames.audio_frame_id
+        msg.header.stamp, msg.header.frame_id = self._now(), frame_id
         counters.asr_seq += 1
         self._pubs["asr/final" if is_final else "asr/partial"].publish(msg)
 
     def _response(self, turn_id: int, delta: str, text: str, stop_reason: str | None = None,
-                  image_stamp: float | None = None) -> None:
+                  image_stamp: float | None = None, image_frame_id: str = "") -> None:
         counters = self._turn(turn_id)
         msg = ResponseText(turn_id=turn_id, seq=counters.response_seq, delta=delta, text=text,
                            is_final=stop_reason is not None, stop_reason=stop_reason or "",
                            used_image=image_stamp is not None,
-                           image_stamp=seconds_to_time_msg(image_stamp))
-        if image_stamp is not None:
-            msg.image_frame_id = self._frames.image_frame_id
+                           image_stamp=seconds_to_time_msg(image_stamp),
+                           image_frame_id=image_frame_id)
         msg.header.stamp = self._now()
         counters.response_seq += 1
         self._pubs["response/final" if msg.is_final else "response/partial"].publish(msg)

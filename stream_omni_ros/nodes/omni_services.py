@@ -1,26 +1,20 @@
-"""The omni_node's private services and the thread that carries engine events to ROS."""
+"""The omni_node's private services: each request becomes one engine call."""
 from __future__ import annotations
-
-import threading
-from typing import Callable
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_srvs.srv import SetBool, Trigger
 
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.engine.events import (STATE_SPEAKING, STATE_THINKING, STATE_USER_SPEAKING,
-                                           EngineEvent)
+from stream_omni_ros.engine.events import STATE_SPEAKING, STATE_THINKING
 from stream_omni_ros.nodes.omni_diagnostics import InputCounters
-from stream_omni_ros.nodes.omni_inputs import InputAdapter
 
 
 class ConversationServices:
     """`~/reset_conversation`, `~/set_listening`, `~/push_to_talk`, `~/stop_speaking`."""
 
-    def __init__(self, node: Node, engine: ConversationEngine, inputs: InputAdapter,
-                 counters: InputCounters) -> None:
-        self._node, self._engine, self._inputs, self._counters = node, engine, inputs, counters
+    def __init__(self, node: Node, engine: ConversationEngine, counters: InputCounters) -> None:
+        self._node, self._engine, self._counters = node, engine, counters
         group = MutuallyExclusiveCallbackGroup()
         self._services = [
             node.create_service(SetBool, "~/push_to_talk", self._push_to_talk,
@@ -46,9 +40,7 @@ class ConversationServices:
 
     def _set_listening(self, request: SetBool.Request,
                        response: SetBool.Response) -> SetBool.Response:
-        self._inputs.listening = bool(request.data)
-        if not request.data and self._engine.state == STATE_USER_SPEAKING:
-            self._engine.cancel()  # the half-heard utterance would otherwise never end
+        self._engine.set_listening(bool(request.data))
         response.success = True
         response.message = "listening" if request.data else "not listening to audio/in"
         return response
@@ -83,28 +75,3 @@ class ConversationServices:
             f"nothing to stop ({was})"
         return response
 
-
-class EventPump:
-    """A thread that takes engine events in order and hands each to `deliver`."""
-
-    def __init__(self, engine: ConversationEngine, deliver: Callable[[EngineEvent], None],
-                 on_error: Callable[[Exception], None]) -> None:
-        self._engine, self._deliver, self._on_error = engine, deliver, on_error
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="omni-node-events", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            event = self._engine.get_event(timeout=0.1)
-            if event is None:
-                continue
-            try:
-                self._deliver(event)
-            except Exception as error:  # a failed publish must not stop the event stream
-                self._on_error(error)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """End the thread after the event it is delivering."""
-        self._stop.set()
-        self._thread.join(timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import Image
@@ -93,3 +94,35 @@ def check_speech_and_order(out: dict, final_asr, partial: list, final) -> None:
     assert seconds(partial[0].header.stamp) <= seconds(final.header.stamp)
     audio_stamps = [seconds(c.header.stamp) for c in chunks]
     assert audio_stamps == sorted(audio_stamps)
+
+
+def test_response_names_the_frame_the_turn_used_not_the_latest(start_omni, peer, speak,
+                                                                helpers):
+    finals = peer.collect(ResponseText, "response/final")
+    transcripts = peer.collect(Transcript, "asr/final")
+    states = peer.collect(NodeState, "state", helpers.LATCHED)
+    start_omni()
+    helpers.wait_until(lambda: states and states[-1].label == "listening", what="listening")
+    audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
+    camera = peer.node.create_publisher(Image, "image", qos_profile_sensor_data)
+    helpers.wait_until(lambda: audio.get_subscription_count() and camera.get_subscription_count(),
+                       what="omni_node subscriptions")
+    rgb = np.random.default_rng(1).integers(0, 256, (48, 64, 3), np.uint8)
+    start = peer.node.get_clock().now().nanoseconds
+    camera.publish(rgb_to_image_msg(rgb, "bgr8", stamp=Time(nanoseconds=start).to_msg(),
+                                    frame_id="camera_a"))
+    speech = speak("Hello robot, what is on the table?")
+    trailing = len(speech) - 16000  # the last second is silence: the endpoint comes in it
+    for seq, first in enumerate(range(0, len(speech), CHUNK)):
+        if first == trailing - trailing % CHUNK:
+            # arrives after the frame nearest the speech start and before the turn ends
+            camera.publish(rgb_to_image_msg(rgb, "bgr8", frame_id="camera_b",
+                                            stamp=peer.node.get_clock().now().to_msg()))
+        stamp = Time(nanoseconds=start + first * 62_500).to_msg()  # ns per sample at 16 kHz
+        audio.publish(pcm_to_audio_msg(speech[first:first + CHUNK], 16000, stamp=stamp,
+                                       frame_id="mic_link", seq=seq))
+        time.sleep(0.01)
+    helpers.wait_until(lambda: finals, what="response/final")
+    assert finals[-1].used_image and finals[-1].image_frame_id == "camera_a"
+    assert seconds(finals[-1].image_stamp) == pytest.approx(start * 1e-9, abs=1e-6)
+    assert transcripts and transcripts[-1].header.frame_id == "mic_link"
