@@ -3,6 +3,7 @@ written in their on-disk formats and loaded by the real loaders."""
 from __future__ import annotations
 
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -223,3 +224,20 @@ def test_turn_prepared_with_its_image_is_reused_and_answers_the_same(tiny_parts,
     other_frame = TurnRequest(speech, None, frame.copy(), (), "", speak=False)
     assert list(responder.begin_turn(other_frame)) == unprepared  # same pixels, fresh prefill
     assert not held.used and held.caches is None  # released, never answered from
+
+
+def test_closing_the_engine_lets_the_responder_free_its_model(tmp_path, silero):
+    folder = write_tiny_checkpoint(tmp_path / "stream_omni")
+    generator = StreamOmniGenerator(load_stream_omni(
+        str(folder), LoadOptions(device="cpu", dtype="fp32", local_files_only=True)))
+    tokenizer = SpeechTokenizer(write_tiny_speech_tokenizer(tmp_path / "cosyvoice"))
+    model = weakref.ref(generator.model)
+    responder = StreamOmniResponder(generator, tokenizer,
+                                    generation=GenerationConfig(max_new_tokens=4))
+    del generator, tokenizer
+    engine = ConversationEngine(responder, EngineConfig(), speech_probability=silero)
+    engine.request_turn("hello")
+    assert isinstance(collect_turn(engine)[-1], TurnFinished)
+    engine.close()
+    # the responder is still referenced here, yet the weights are gone: it freed them itself
+    assert model() is None and responder.generator is None
