@@ -93,30 +93,44 @@ def test_publisher_names_the_frames_carried_by_the_events(spun_node):
     publisher.destroy()
 
 
-def torch_imports_in(source: Path) -> list[int]:
-    """Line numbers of `import torch...` / `from torch... import` statements in a module."""
-    lines = []
+def imported_modules(source: Path) -> set[str]:
+    """Every module an `import` statement in `source` names, at any depth (lazy ones too)."""
+    names = set()
     for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        else:
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def node_modules(folder: Path) -> dict[str, Path]:
+    """The nodes (`*_node.py`) and every nodes/ module they import, transitively."""
+    package = "stream_omni_ros.nodes"
+    todo = sorted(folder.glob("*_node.py"))
+    found: dict[str, Path] = {}
+    while todo:
+        path = todo.pop()
+        if path.stem in found:
             continue
-        if any(name == "torch" or name.startswith("torch.") for name in names):
-            lines.append(node.lineno)
-    return lines
+        found[path.stem] = path
+        for name in imported_modules(path):
+            if name.startswith(package + ".") and (folder / f"{name.split('.')[2]}.py").exists():
+                todo.append(folder / f"{name.split('.')[2]}.py")
+    return found
 
 
-def test_no_module_under_nodes_imports_torch():
+def test_no_node_or_node_part_imports_torch():
     folder = Path(stream_omni_ros.nodes.__file__).parent
-    sources = sorted(folder.rglob("*.py"))
-    assert len(sources) > 5  # the walk found the package
-    found = {str(path.relative_to(folder)): torch_imports_in(path) for path in sources}
-    assert {name: lines for name, lines in found.items() if lines} == {}
+    modules = node_modules(folder)
+    assert {"omni_node", "omni_inputs", "omni_publishers", "omni_services",
+            "omni_diagnostics", "omni_action", "audio_player_node"} <= set(modules)
+    uses = {name: sorted(m for m in imported_modules(path) if m.split(".")[0] == "torch")
+            for name, path in modules.items()}
+    assert {name: found for name, found in uses.items() if found} == {}
 
 
-def test_the_torch_scan_finds_a_lazy_import(tmp_path):
+def test_the_import_scan_finds_a_lazy_torch_import(tmp_path):
     module = tmp_path / "lazy.py"
     module.write_text("def f():\n    import torch.cuda\n    return np\nimport numpy as np\n")
-    assert torch_imports_in(module) == [2]
+    assert imported_modules(module) == {"torch.cuda", "numpy"}
