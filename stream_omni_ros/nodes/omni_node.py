@@ -174,16 +174,17 @@ class OmniNode(LifecycleNode):
             raise StreamOmniError("no engine to serve; expected a completed configure")
         built: list = []  # closed again if a later part fails
         try:
-            inputs = InputAdapter(self, engine, self.settings, self.counters)
-            built.append(inputs)
             publisher = EventPublisher(self, self.settings.audio_out)
             built.append(publisher)
             services = ConversationServices(self, engine, self.counters)
+            built.append(services)
+            inputs = InputAdapter(self, engine, self.settings, self.counters)  # audio/in last
         except Exception:
             for part in reversed(built):
                 part.destroy()
             raise
         self.active = ActiveParts(inputs, publisher, services)
+        # right after audio/in opened: `state` never says listening before the node can hear
         engine.set_listening(True)
         if self.converse is None:
             self.converse = ConverseServer(self, engine, self.router, self.now_s, self.counters)
