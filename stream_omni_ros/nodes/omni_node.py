@@ -26,8 +26,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.engine.events import (STATE_IDLE, STATE_UNLOADED, EngineError, EngineEvent,
-                                           InputWarning, TurnFinished)
+from stream_omni_ros.engine.events import (STATE_IDLE, STATE_LISTENING, STATE_UNLOADED,
+                                           EngineError, EngineEvent, InputWarning, TurnFinished)
 from stream_omni_ros.engine.runtime_config import RuntimeConfig, load_responder
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.nodes.node_process import exit_process, spin_node
@@ -178,14 +178,16 @@ class OmniNode(LifecycleNode):
             built.append(publisher)
             services = ConversationServices(self, engine, self.counters)
             built.append(services)
-            inputs = InputAdapter(self, engine, self.settings, self.counters)  # audio/in last
+            # Listening before audio/in opens: the executor runs callbacks on other threads, so
+            # a chunk that arrives once the subscription exists must find the engine listening.
+            engine.set_listening(True)
+            inputs = InputAdapter(self, engine, self.settings, self.counters)
         except Exception:
+            engine.set_listening(False)
             for part in reversed(built):
                 part.destroy()
             raise
         self.active = ActiveParts(inputs, publisher, services)
-        # right after audio/in opened: `state` never says listening before the node can hear
-        engine.set_listening(True)
         if self.converse is None:
             self.converse = ConverseServer(self, engine, self.router, self.now_s, self.counters)
         self.converse.open()
@@ -291,8 +293,9 @@ class OmniNode(LifecycleNode):
         engine = self.engine
         if engine is None:
             self.state.update(STATE_IDLE, False, self.last_error or self.lifecycle_state())
-        elif self.active is None:
-            self.state.update(engine.state, False, self.last_error or self.lifecycle_state())
+        elif self.active is None:  # activating or inactive: never "listening" without audio/in
+            label = STATE_IDLE if engine.state == STATE_LISTENING else engine.state
+            self.state.update(label, False, self.last_error or self.lifecycle_state())
         else:
             self.state.update(engine.state, engine.listening)
 
