@@ -85,11 +85,11 @@ STREAM_OMNI_FULL_WIDTH=$([ "$DEVICE" = cuda ] && echo 1 || echo 0) \
   part checks "${LIMITS[0]}" "$OUT/checks.log" \
   "$PYTHON" -m pytest -q -p no:cacheprovider -m "$MARKS" "${TESTS[@]}"
 part model "${LIMITS[1]}" "$OUT/model_bench.log" \
-  "$PYTHON" -m stream_omni_ros.model.bench --device "$DEVICE" --size "$SIZE" \
+  "$PYTHON" -m stream_omni_ros.bench.model_bench --device "$DEVICE" --size "$SIZE" \
   "${LAYER_ARGS[@]}" --quantized 8bit,4bit "${MODEL_ARGS[@]}"
 part memory "${LIMITS[2]}" "$OUT/model_bench.log" "$PYTHON" -m stream_omni_ros.bench.memory_table
 part vocoder "${LIMITS[3]}" "$OUT/checks.log" \
-  "$PYTHON" -m stream_omni_ros.vocoder.bench --device "$DEVICE" --size "$SIZE" \
+  "$PYTHON" -m stream_omni_ros.bench.vocoder_bench --device "$DEVICE" --size "$SIZE" \
   "${VOCODER_ARGS[@]}"
 part bench "${LIMITS[4]}" "$OUT/bench.log" \
   "$PYTHON" -m stream_omni_ros.bench --size "$SIZE" --device "$DEVICE" "${LAYER_ARGS[@]}" \

@@ -15,7 +15,7 @@ from stream_omni_ros.errors import StreamOmniError
 
 def run_check(args: argparse.Namespace) -> int:
     """Prove the ROS environment: espeak speech through two node processes over DDS."""
-    from stream_omni_ros.nodes.loopback_check import run_audio_loopback
+    from stream_omni_ros.apps.loopback_check import run_audio_loopback
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stream_omni_check_"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -32,7 +32,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """The main demo: a spoken question about a camera image, answered by omni_node."""
-    from stream_omni_ros.nodes.demo import DemoConfig, run_demo as run
+    from stream_omni_ros.apps.demo import DemoConfig, run_demo as run
 
     given = {"question": args.question, "out_dir": args.out, "model_path": args.model_path,
              "cosyvoice_path": args.cosyvoice_path, "device": args.device,
@@ -43,7 +43,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
-    """Options of `stream-omni-ros demo` (defaults: stream_omni_ros.nodes.demo.DemoConfig)."""
+    """Options of `stream-omni-ros demo` (defaults: stream_omni_ros.apps.demo.DemoConfig)."""
     demo.add_argument("--question", help="the question espeak-ng speaks")
     demo.add_argument("--out", type=Path, help="folder for the question, scene, answer WAV "
                                                "and log (default ./demo_out)")
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=run_check)
     add_demo_arguments(sub.add_parser(
         "demo", help="ask the robot a spoken question about an image and check the answer"))
-    # Listed for --help only: main() hands `bringup ...` to nodes/bringup.py, which parses it.
+    # Listed for --help only: main() hands `bringup ...` to apps/bringup.py, which parses it.
     sub.add_parser("bringup", add_help=False,
                    help="start the launch file's nodes in one process (see bringup --help)")
     sub.add_parser("bench", add_help=False,
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `stream-omni-ros` and `python -m stream_omni_ros.cli`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bringup"]:
-        from stream_omni_ros.nodes.bringup import main as bringup_main
+        from stream_omni_ros.apps.bringup import main as bringup_main
 
         return bringup_main(argv[1:])
     if argv[:1] == ["bench"]:  # no rclpy needed: runs on GPU machines without ROS

@@ -102,7 +102,7 @@ def run_ros_part(config: BenchConfig, questions: list, image: np.ndarray,
     if not config.ros:
         return {}
     try:
-        from stream_omni_ros.nodes.bench_ros import ros_overhead  # the rclpy side
+        from stream_omni_ros.bench.ros_overhead import ros_overhead  # the rclpy side
     except ImportError:  # no ROS 2 here (GPU boxes): the engine figures stand alone
         return {}
     figures, passthrough = ros_overhead(config, questions, image)

@@ -1,8 +1,8 @@
 """Step-level figures and the model-only baselines, reusing the model and vocoder benchmarks.
 
 Baseline (b), the memory-bandwidth bound, and (c), transformers-eager decoding of the same
-weights, come from stream_omni_ros.model.bench; vocoder real-time factors from
-stream_omni_ros.vocoder.bench.
+weights, come from stream_omni_ros.bench.model_bench; vocoder real-time factors from
+stream_omni_ros.bench.vocoder_bench.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 
 from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.bench.parts import BenchParts
-from stream_omni_ros.model import bench as model_bench
-from stream_omni_ros.vocoder import bench as vocoder_bench
+from stream_omni_ros.bench import model_bench
+from stream_omni_ros.bench import vocoder_bench
 from stream_omni_ros.vocoder.streaming import StreamingConfig
 
 DECODE_TOKENS = 128  # long enough that the short prompt's prefill is a small part

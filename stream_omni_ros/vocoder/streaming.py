@@ -30,7 +30,7 @@ lands at 0.30 relative L2 from offline mel, and still at 0.30 with 150 units. Wi
 context and hops growing to 400, an answer of up to about 16 s is streamed from its whole prefix
 (0.14 worst, 0.11 overall on 400 units) and a 60 s one stays as close (0.14 / 0.05) at below
 offline's real-size FLOPs (offline's attention over the whole answer costs more than bounded
-windows). ``vocoder.bench`` prints these figures.
+windows). ``bench/vocoder_bench.py`` prints these figures.
 
 Deviations from CosyVoice's own ``token2wav`` streaming (doc/model.md §11.14), and why:
 - first chunk after ``first_chunk_units`` (15 = 0.6 s) instead of 70 units, for latency;

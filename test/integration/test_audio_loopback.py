@@ -1,7 +1,7 @@
 """wav_source_node and audio_sink_node, each in its own process, carry speech unchanged."""
 import json
 
-from stream_omni_ros.nodes.loopback_check import run_audio_loopback
+from stream_omni_ros.apps.loopback_check import run_audio_loopback
 
 
 def test_spoken_wav_arrives_sample_exact(tmp_path):

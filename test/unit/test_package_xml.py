@@ -32,8 +32,7 @@ IMPORT_SOURCES = {
 # The runtime: what the nodes and the launch files run on a robot (no demo, bench, test assets).
 RUNTIME_FOLDERS = ("engine", "model", "vocoder", "nodes")
 NOT_RUNTIME = {"tiny_checkpoint.py", "tiny_speech_tokenizer.py", "tiny_tokenizer.py",
-               "random_weights.py", "bench.py", "bench_ros.py", "demo.py", "demo_checks.py",
-               "loopback_check.py"}
+               "random_weights.py"}
 
 
 def resolvable_names() -> set[str]:

@@ -124,7 +124,7 @@ def test_launch_arguments_load_the_model_under_a_namespace(tmp_path, tiny_assets
 
 
 def test_launch_arguments_map_to_the_same_rcl_arguments_as_the_launch_file(tmp_path):
-    from stream_omni_ros.nodes.bringup import BringupConfig, apply_launch_arguments, rcl_arguments
+    from stream_omni_ros.apps.bringup import BringupConfig, apply_launch_arguments, rcl_arguments
 
     files = [tmp_path / "a.yaml", tmp_path / "b.yaml"]
     for path in files:
@@ -144,7 +144,7 @@ def test_launch_arguments_map_to_the_same_rcl_arguments_as_the_launch_file(tmp_p
     ("autostart:=maybe", "autostart"), ("modelpath:=/m", "modelpath"), ("device", "NAME:=VALUE")])
 def test_bad_launch_arguments_are_named(argument, named):
     from stream_omni_ros.errors import ConfigError
-    from stream_omni_ros.nodes.bringup import BringupConfig, apply_launch_arguments
+    from stream_omni_ros.apps.bringup import BringupConfig, apply_launch_arguments
 
     with pytest.raises(ConfigError, match=named):
         apply_launch_arguments(BringupConfig(), [argument])

@@ -18,7 +18,7 @@ import yaml
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.msg import AudioChunk, NodeState
-from stream_omni_ros.nodes.bringup import NODE_TYPES
+from stream_omni_ros.apps.bringup import NODE_TYPES
 from stream_omni_ros.nodes.omni_publishers import STATE_QOS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -111,7 +111,7 @@ def test_bringup_with_the_shipped_yaml_runs_microphone_speaker_and_assistant(pul
 
 
 def test_bringup_loads_the_shipped_yaml_without_a_params_file():
-    from stream_omni_ros.nodes.bringup import BringupConfig, rcl_arguments
+    from stream_omni_ros.apps.bringup import BringupConfig, rcl_arguments
 
     argv = rcl_arguments(BringupConfig(), None)
     loaded = Path(argv[argv.index("--params-file") + 1])

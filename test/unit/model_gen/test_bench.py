@@ -1,5 +1,5 @@
 """The benchmark runs on the tiny checkpoint; its transformers baseline reads our weights."""
-from stream_omni_ros.model import bench
+from stream_omni_ros.bench import model_bench as bench
 
 
 def test_transformers_baseline_matches_our_llm(tiny_loaded):

@@ -11,7 +11,7 @@ import torch
 
 from stream_omni_ros.engine.runtime_config import ModelConfig, RuntimeConfig
 from stream_omni_ros.errors import ConfigError
-from stream_omni_ros.model import bench as model_bench
+from stream_omni_ros.bench import model_bench
 from stream_omni_ros.model import memory
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
 from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta

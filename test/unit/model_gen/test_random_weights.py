@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stream_omni_ros.errors import ConfigError
-from stream_omni_ros.model import bench
+from stream_omni_ros.bench import model_bench as bench
 from stream_omni_ros.model.config import StreamOmniConfig
 from stream_omni_ros.model.random_weights import FULL_CONFIG, full_config, random_stream_omni
 from stream_omni_ros.model.tiny_checkpoint import tiny_config_dict

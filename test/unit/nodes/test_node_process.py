@@ -12,7 +12,7 @@ AS_ON_HUMBLE = "import rclpy.node; del rclpy.node.Node.add_post_set_parameters_c
 
 @pytest.mark.parametrize("entry", [
     "from stream_omni_ros.nodes.audio_sink_node import main; main()",
-    "import sys; from stream_omni_ros.nodes.bringup import main; sys.exit(main(['--nodes', "
+    "import sys; from stream_omni_ros.apps.bringup import main; sys.exit(main(['--nodes', "
     "'audio_sink_node']))"])
 def test_an_rclpy_without_post_set_parameter_callbacks_is_refused_at_start(entry):
     result = subprocess.run([sys.executable, "-c", AS_ON_HUMBLE + entry], capture_output=True,

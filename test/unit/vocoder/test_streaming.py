@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stream_omni_ros.errors import ConfigError, InputError
-from stream_omni_ros.vocoder.bench import OLD_STREAMING, measure_closeness
+from stream_omni_ros.bench.vocoder_bench import OLD_STREAMING, measure_closeness
 from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder
 from stream_omni_ros.vocoder.streaming import (MelStreamer, StreamingConfig,
                                                StreamingSynthesizer, _AudioStream)

@@ -27,11 +27,11 @@ from sensor_msgs.msg import Image
 from stream_omni_ros.engine.events import STATE_LISTENING
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.msg import AudioChunk, NodeState, ResponseText, Transcript
-from stream_omni_ros.nodes.bringup import OMNI, default_params_file, node_params_to_yaml
+from stream_omni_ros.apps.bringup import OMNI, default_params_file, node_params_to_yaml
 from stream_omni_ros.nodes.conversions import rgb_to_image_msg
-from stream_omni_ros.nodes.demo_checks import (ACCEPTED_STOP_REASONS, Arrivals, answer_wav,
+from stream_omni_ros.apps.demo_checks import (ACCEPTED_STOP_REASONS, Arrivals, answer_wav,
                                                check_arrivals, report)
-from stream_omni_ros.nodes.loopback_check import speak_to_wav
+from stream_omni_ros.apps.loopback_check import speak_to_wav
 from stream_omni_ros.nodes.omni_publishers import (AUDIO_OUT_QOS, RELIABLE_10, STATE_QOS,
                                                    time_msg_to_seconds)
 
@@ -208,7 +208,7 @@ def start_bringup(config: DemoConfig, omni_params: dict[str, object],
     overrides = config.out_dir / "demo_params.yaml"
     overrides.write_text(node_params_to_yaml(node_params), encoding="utf-8")
     base = config.params_file or default_params_file()
-    command = [sys.executable, "-m", "stream_omni_ros.nodes.bringup", "--nodes",
+    command = [sys.executable, "-m", "stream_omni_ros.apps.bringup", "--nodes",
                DEMO_EXECUTABLES, "--params-file", str(base), "--params-file", str(overrides)]
     with open(config.out_dir / "bringup.log", "wb") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

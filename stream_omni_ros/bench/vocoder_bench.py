@@ -1,8 +1,8 @@
 """Benchmark the unit vocoder: real-time factor and first-chunk latency, offline vs streaming,
 and how close streamed speech stays to offline speech, for the old and the current settings.
 
-    python -m stream_omni_ros.vocoder.bench [--device cpu|cuda] [--size tiny|full] [--units N]
-                                            [--closeness-units N] [--cost-units N]
+    python -m stream_omni_ros.bench.vocoder_bench [--device cpu|cuda] [--size tiny|full]
+        [--units N] [--closeness-units N] [--cost-units N]
 
 ``full`` builds the real CosyVoice-300M-25Hz shapes with random weights (no download needed);
 ``tiny`` writes and loads the tiny test folder. Random weights cost the same time as real ones.
@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .cosyvoice import CosyVoiceVocoder, VocoderOptions
-from .flow import Flow, FlowConfig
-from .hift import HiFTGenerator, HiftConfig
-from .streaming import FlowRun, MelStreamer, StreamingConfig, StreamingSynthesizer
-from .tiny_cosyvoice import TINY_SPEAKER, write_tiny_cosyvoice
+from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
+from stream_omni_ros.vocoder.flow import Flow, FlowConfig
+from stream_omni_ros.vocoder.hift import HiFTGenerator, HiftConfig
+from stream_omni_ros.vocoder.streaming import (FlowRun, MelStreamer, StreamingConfig,
+                                              StreamingSynthesizer)
+from stream_omni_ros.vocoder.tiny_cosyvoice import TINY_SPEAKER, write_tiny_cosyvoice
 
 # The settings before the absolute frame grid: short left context, every window interpolated on
 # its own grid, frames committed up to the newest unit, hops capped at 2 s.
