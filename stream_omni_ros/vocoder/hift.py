@@ -116,7 +116,9 @@ class HiFTGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         base, n_fft = cfg.base_channels, cfg.istft_n_fft
-        self.m_source = SourceModuleHnNSF(cfg)
+        self.m_source = SourceModuleHnNSF(cfg.nb_harmonics, cfg.sampling_rate,
+                                          cfg.samples_per_frame, cfg.nsf_alpha, cfg.nsf_sigma,
+                                          cfg.nsf_voiced_threshold)
         self.conv_pre = WeightNormConv1d(cfg.in_channels, base, 7, padding=3)
         self.ups = nn.ModuleList(
             WeightNormConv1d(base // 2**i, base // 2**(i + 1), k, stride=u, padding=(k - u) // 2,
@@ -138,7 +140,8 @@ class HiFTGenerator(nn.Module):
             for kernel, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes))
         self.conv_post = WeightNormConv1d(base // 2**len(cfg.upsample_rates), n_fft + 2, 7,
                                           padding=3)
-        self.f0_predictor = ConvRNNF0Predictor(cfg)
+        self.f0_predictor = ConvRNNF0Predictor(cfg.f0_in_channels, cfg.f0_cond_channels,
+                                               cfg.f0_num_class)
         window = torch.hann_window(n_fft, periodic=True)
         self.register_buffer("stft_window", window, persistent=False)
 

@@ -3,15 +3,10 @@ predictor and the harmonic-plus-noise source module (names follow the released `
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:  # only for annotations: hift.py imports this module
-    from .hift import HiftConfig
-
 
 class WeightNormConv1d(nn.Module):
     """Conv1d / ConvTranspose1d whose weight is ``weight_g * weight_v / ||weight_v||`` (dim 0)."""
@@ -87,14 +82,14 @@ class ResBlock(nn.Module):
 class ConvRNNF0Predictor(nn.Module):
     """F0 (Hz) per mel frame: five weight-norm k3 convolutions with ELU, a linear head, abs."""
 
-    def __init__(self, cfg: HiftConfig) -> None:
+    def __init__(self, in_channels: int, cond_channels: int, num_class: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for index in range(5):
-            in_channels = cfg.f0_in_channels if index == 0 else cfg.f0_cond_channels
-            layers += [WeightNormConv1d(in_channels, cfg.f0_cond_channels, 3, padding=1), nn.ELU()]
+            layers += [WeightNormConv1d(in_channels if index == 0 else cond_channels,
+                                        cond_channels, 3, padding=1), nn.ELU()]
         self.condnet = nn.Sequential(*layers)
-        self.classifier = nn.Linear(cfg.f0_cond_channels, cfg.f0_num_class)
+        self.classifier = nn.Linear(cond_channels, num_class)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel [B, 80, M] -> f0 [B, M]."""
@@ -105,33 +100,35 @@ class ConvRNNF0Predictor(nn.Module):
 class SourceModuleHnNSF(nn.Module):
     """Harmonic-plus-noise excitation from F0, merged to one channel by ``l_linear`` + tanh."""
 
-    def __init__(self, cfg: HiftConfig) -> None:
+    def __init__(self, nb_harmonics: int, sampling_rate: int, samples_per_frame: int,
+                 alpha: float, sigma: float, voiced_threshold: float) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.l_linear = nn.Linear(cfg.nb_harmonics + 1, 1)
-        harmonics = torch.arange(1, cfg.nb_harmonics + 2, dtype=torch.float64)
+        self.sampling_rate, self.samples_per_frame = sampling_rate, samples_per_frame
+        self.alpha, self.sigma, self.voiced_threshold = alpha, sigma, voiced_threshold
+        self.l_linear = nn.Linear(nb_harmonics + 1, 1)
+        harmonics = torch.arange(1, nb_harmonics + 2, dtype=torch.float64)
         self.register_buffer("harmonics", harmonics, persistent=False)
 
     def cycles_per_sample(self, f0: torch.Tensor) -> torch.Tensor:
         """f0 [M] (Hz) -> phase increment per sample [H, M] in cycles, float64."""
-        return self.harmonics[:, None] * f0.double()[None, :] / self.cfg.sampling_rate
+        return self.harmonics[:, None] * f0.double()[None, :] / self.sampling_rate
 
     def advance_phase(self, phase: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
         """Phase [H] (cycles) after the frames of f0 [M]; negative-time use gives the inverse."""
-        increments = self.cycles_per_sample(f0).sum(dim=1) * self.cfg.samples_per_frame
+        increments = self.cycles_per_sample(f0).sum(dim=1) * self.samples_per_frame
         return torch.remainder(phase + increments, 1.0)
 
     def forward(self, f0: torch.Tensor, phase: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """f0 [1, M], phase [H] at frame 0 (cycles), noise [1, H, S*M] -> source [1, 1, S*M]."""
-        cfg, frame_len = self.cfg, self.cfg.samples_per_frame
+        frame_len = self.samples_per_frame
         step = self.cycles_per_sample(f0[0])  # [H, M]
         start = phase[:, None] + frame_len * (torch.cumsum(step, dim=1) - step)
         start = torch.remainder(start, 1.0).float()  # [H, M] phase before each frame
         ramp = torch.arange(1, frame_len + 1, device=f0.device, dtype=torch.float32)
         cycles = start[:, :, None] + step.float()[:, :, None] * ramp  # [H, M, S]
-        sine = cfg.nsf_alpha * torch.sin(2 * math.pi * cycles).flatten(1)  # [H, M*S]
-        voiced = (f0[0] > cfg.nsf_voiced_threshold).to(noise.dtype)
+        sine = self.alpha * torch.sin(2 * math.pi * cycles).flatten(1)  # [H, M*S]
+        voiced = (f0[0] > self.voiced_threshold).to(noise.dtype)
         voiced = voiced.repeat_interleave(frame_len)[None, :]  # [1, M*S]
-        noise_amp = voiced * cfg.nsf_sigma + (1 - voiced) * cfg.nsf_alpha / 3
+        noise_amp = voiced * self.sigma + (1 - voiced) * self.alpha / 3
         excitation = sine.to(noise.dtype) * voiced + noise_amp * noise[0]  # [H, M*S]
         return torch.tanh(self.l_linear(excitation.T[None]))[:, None, :, 0]  # [1, 1, M*S]
