@@ -1,19 +1,15 @@
-"""Geometry of LLaVA-style anyres tiling: grid pinpoints, best resolution, unpadding, downscale."""
+"""Geometry of LLaVA-style anyres tiling: grid pinpoints, best resolution, unpadding, downscale.
+
+Plain numbers only; vision.py turns them into image tokens.
+"""
 from __future__ import annotations
 
 import json
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-from stream_omni_ros.errors import CheckpointError, InputError
-
-if TYPE_CHECKING:  # vision.py imports this module; the settings types are only annotations
-    from stream_omni_ros.model.vision import ImageCrops, VisionSettings
+from stream_omni_ros.errors import CheckpointError
 
 _GRID_RANGE = re.compile(r"\((\d+)x(\d+)\)")
 _ANYRES_MAX = re.compile(r"^anyres_max_(\d+)$")
@@ -122,76 +118,3 @@ def downscaled_shape(
     if times <= 1.1:
         return None
     return int(height // times), int(width // times)
-
-
-def merge_image_features(
-    features: torch.Tensor,
-    crops: ImageCrops,
-    settings: VisionSettings,
-    image_newline: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Projected crop features [n, P, H] of one image -> its LLM tokens [n_tokens, H]."""
-    n, P, C = features.shape
-    if crops.grid is None or settings.mm_patch_merge_type == "flat":
-        return features.reshape(n * P, C)
-    rows, cols = crops.grid
-    side = settings.tokens_per_side
-    if n != 1 + rows * cols or P != side * side:
-        raise InputError(
-            f"image features have shape {tuple(features.shape)}: expected"
-            f" [{1 + rows * cols}, {side * side}, hidden] for a {rows}x{cols} tile grid")
-    tiles = features[1:].view(rows, cols, side, side, C)  # [rows, cols, y, x, C]
-    if "unpad" in settings.mm_patch_merge_type:
-        grid_tokens = _unpadded_tokens(tiles, crops.image_size, settings, image_newline)
-    else:
-        grid_tokens = tiles.permute(0, 2, 1, 3, 4).reshape(rows * side * cols * side, C)
-    if "nobase" in settings.mm_patch_merge_type:
-        return grid_tokens
-    return torch.cat([features[0], grid_tokens], dim=0)
-
-
-def _unpadded_tokens(
-    tiles: torch.Tensor,
-    image_size: tuple[int, int],
-    settings: VisionSettings,
-    image_newline: torch.Tensor | None,
-) -> torch.Tensor:
-    """Stitch tiles, drop letterbox rows/cols, maybe downscale, end every row with a newline."""
-    if image_newline is None:
-        raise CheckpointError(
-            f"mm_patch_merge_type={settings.mm_patch_merge_type!r} needs model.image_newline,"
-            " which the checkpoint does not provide")
-    rows, cols, side, _, C = tiles.shape
-    fmap = tiles.permute(4, 0, 2, 1, 3).reshape(C, rows * side, cols * side)  # [C, Y, X]
-    keep_rows, keep_cols = unpad_crop(rows * side, cols * side, image_size)
-    fmap = fmap[:, keep_rows, keep_cols]
-    if settings.max_tiles is not None:
-        target = downscaled_shape(fmap.shape[1], fmap.shape[2], settings.max_tiles, side)
-        if target is not None:
-            fmap = F.interpolate(fmap[None], size=target, mode="bilinear")[0]  # [C, h, w]
-    newline = image_newline.to(fmap.dtype).view(C, 1, 1).expand(C, fmap.shape[1], 1)
-    fmap = torch.cat([fmap, newline], dim=2)  # [C, h, w + 1]
-    return fmap.flatten(1, 2).transpose(0, 1)  # [h * (w + 1), C]
-
-
-def count_image_tokens(image_size: tuple[int, int], settings: VisionSettings) -> int:
-    """Number of LLM tokens one image of (width, height) becomes, without running the tower."""
-    side = settings.tokens_per_side
-    per_crop = side * side
-    if not settings.is_anyres:
-        return per_crop
-    best_w, best_h = select_best_resolution(image_size, settings.grid_pinpoints)
-    rows, cols = best_h // settings.image_size, best_w // settings.image_size
-    merge = settings.mm_patch_merge_type
-    if merge == "flat":
-        return (1 + rows * cols) * per_crop
-    base = 0 if "nobase" in merge else per_crop
-    if "unpad" not in merge:
-        return base + rows * cols * per_crop
-    keep_rows, keep_cols = unpad_crop(rows * side, cols * side, image_size)
-    height = keep_rows.stop - keep_rows.start
-    width = keep_cols.stop - keep_cols.start
-    if settings.max_tiles is not None:
-        height, width = downscaled_shape(height, width, settings.max_tiles, side) or (
-            height, width)
-    return base + height * (width + 1)

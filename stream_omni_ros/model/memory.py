@@ -204,7 +204,7 @@ def image_tokens(model: StreamOmniForCausalLM, size: tuple[int, int] | None = No
     settings = model.model.vision_settings
     if settings is None:
         return 0
-    from stream_omni_ros.model.anyres import count_image_tokens
+    from stream_omni_ros.model.vision import count_image_tokens
 
     sizes = [size] if size else [(w, h) for h, w in settings.grid_pinpoints]
     return max(count_image_tokens(s, settings) for s in sizes or [(settings.image_size,) * 2])
