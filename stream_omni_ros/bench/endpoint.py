@@ -25,7 +25,8 @@ from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.bench.engine_run import run_engine_turns
 from stream_omni_ros.engine.model_responder import StreamOmniResponder
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
-from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
+from stream_omni_ros.model.generation import StreamOmniGenerator
+from stream_omni_ros.model.request import GenerationConfig
 from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE, SpeechTokenizer
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 from stream_omni_ros.model.unit_stream import UnitStream, UnitWindowConfig, agreement

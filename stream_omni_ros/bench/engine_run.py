@@ -21,7 +21,7 @@ from stream_omni_ros.engine.model_responder import StreamOmniResponder
 from stream_omni_ros.engine.responder import Responder
 from stream_omni_ros.engine.vad import SileroVad
 from stream_omni_ros.errors import StreamOmniError
-from stream_omni_ros.model.generation import GenerationConfig
+from stream_omni_ros.model.request import GenerationConfig
 from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 PLAYBACK_MARGIN_S = 0.3  # after the answer's last sample, before the next question

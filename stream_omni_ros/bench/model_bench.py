@@ -24,11 +24,11 @@ import torch
 
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, load_stream_omni
-from stream_omni_ros.model.generation import (GenerationConfig, GenerationRequest,
-                                              StreamOmniGenerator)
+from stream_omni_ros.model.generation import StreamOmniGenerator
 from stream_omni_ros.model.events import AsrTranscript, GenerationEnd, SpeechUnits, TextDelta
 from stream_omni_ros.model.quantization import QUANTIZATIONS, quantize_model
 from stream_omni_ros.model.random_weights import build_full
+from stream_omni_ros.model.request import GenerationConfig, GenerationRequest
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
 def sync(device: torch.device) -> None:

@@ -13,7 +13,7 @@ import torch
 from stream_omni_ros.bench.parts import BenchParts
 from stream_omni_ros.bench.records import TurnRecord
 from stream_omni_ros.model.events import AsrTranscript, GenerationEnd, SpeechUnits
-from stream_omni_ros.model.generation import GenerationConfig, GenerationRequest
+from stream_omni_ros.model.request import GenerationConfig, GenerationRequest
 
 
 def sync(parts: BenchParts) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -18,8 +18,9 @@ from stream_omni_ros.engine.responder import (AudioPiece, Done, HistoryTurn, Res
                                               TextPiece, Transcript, TurnOptions,
                                               TurnRequest)
 from stream_omni_ros.model.events import AsrTranscript, GenerationEnd, SpeechUnits, TextDelta
-from stream_omni_ros.model.generation import (GenerationConfig, GenerationRequest,
-                                              PreparedTurn, StreamOmniGenerator)
+from stream_omni_ros.model.generation import StreamOmniGenerator
+from stream_omni_ros.model.prepared import PreparedTurn
+from stream_omni_ros.model.request import GenerationConfig, GenerationRequest
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
 from stream_omni_ros.model.tokens import DEFAULT_SYSTEM_PROMPT, ChatMessage
 from stream_omni_ros.model.unit_stream import UnitStream, UnitWindowConfig
@@ -33,11 +34,6 @@ def history_to_messages(history: tuple[HistoryTurn, ...]) -> tuple[ChatMessage, 
     for turn in history:
         messages += [ChatMessage("user", turn.user), ChatMessage("assistant", turn.assistant)]
     return tuple(messages)
-
-
-def same_images(prepared: Sequence[np.ndarray], requested: Sequence[np.ndarray]) -> bool:
-    """The very frames (by identity: comparing pixels would cost more than a prefill saves)."""
-    return len(prepared) == len(requested) and all(a is b for a, b in zip(prepared, requested))
 
 
 class StreamOmniResponder:
@@ -56,7 +52,6 @@ class StreamOmniResponder:
         self.generation = generation
         self.streaming = streaming
         self._prepared: PreparedTurn | None = None
-        self._prepared_for: tuple[tuple[HistoryTurn, ...], str] | None = None
 
     def _config(self, system_prompt: str, options: TurnOptions = TurnOptions()
                 ) -> GenerationConfig:
@@ -77,7 +72,6 @@ class StreamOmniResponder:
                                     (image,), history=history_to_messages(history),
                                     config=self._config(system_prompt))
         self._prepared = self.generator.prepare(request)
-        self._prepared_for = (history, system_prompt)
 
     def transcribe_partial(self, audio: np.ndarray) -> str:
         """Units of the speech so far through the prepared turn's bottom stack and CTC head."""
@@ -94,7 +88,7 @@ class StreamOmniResponder:
         """Free the prepared turn's caches and forget the utterance's units."""
         if self._prepared is not None and not self._prepared.used:
             self._prepared.release()
-        self._prepared = self._prepared_for = None
+        self._prepared = None
         self.unit_stream.reset()
 
     def close(self) -> None:
@@ -120,21 +114,15 @@ class StreamOmniResponder:
         config = self._config(request.system_prompt, request.options)
         gen_request = GenerationRequest(kind, images=images, config=config,
                                         history=history_to_messages(request.history), **content)
-        prepared = self._take_prepared(gen_request, request)
+        prepared = self._take_prepared(gen_request)
         events = self.generator.generate(gen_request, prepared)
         synthesizer = StreamingSynthesizer(self.vocoder, self.streaming) if speak else None
         return self._outputs(events, synthesizer)
 
-    def _take_prepared(self, gen_request: GenerationRequest,
-                       request: TurnRequest) -> PreparedTurn | None:
+    def _take_prepared(self, gen_request: GenerationRequest) -> PreparedTurn | None:
         """The prepared turn if it was built for exactly this request's prompt head."""
-        prepared, prepared_for = self._prepared, self._prepared_for
-        self._prepared = self._prepared_for = None
-        usable = (prepared is not None
-                  and prepared.request.inference_type == gen_request.inference_type
-                  and prepared.request.config == gen_request.config
-                  and prepared_for == (request.history, request.system_prompt)
-                  and same_images(prepared.request.images, gen_request.images))
+        prepared, self._prepared = self._prepared, None
+        usable = prepared is not None and prepared.serves(gen_request)
         if prepared is not None and not usable:
             prepared.release()
         return prepared if usable else None

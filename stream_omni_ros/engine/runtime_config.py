@@ -24,7 +24,8 @@ from stream_omni_ros.model.checkpoint import (DTYPES, QUANTIZATIONS, LoadOptions
                                               load_stream_omni, read_checkpoint)
 from stream_omni_ros.model.compiled import CompiledDecodeConfig
 from stream_omni_ros.model.config import StreamOmniConfig
-from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
+from stream_omni_ros.model.generation import StreamOmniGenerator
+from stream_omni_ros.model.request import GenerationConfig
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer, providers_for_device
 from stream_omni_ros.vocoder.cosyvoice import CosyVoiceVocoder, VocoderOptions
 

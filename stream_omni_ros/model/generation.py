@@ -7,93 +7,24 @@ token.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 
-from stream_omni_ros.errors import ConfigError, InputError
+from stream_omni_ros.errors import InputError
 from stream_omni_ros.model.checkpoint import LoadedStreamOmni
 from stream_omni_ros.model.compiled import CompiledDecodeConfig, StaticDecoder
 from stream_omni_ros.model.events import (END_MAX_TOKENS, END_MAX_UNITS, END_TEXT_EOS,
                                           END_UNIT_EOS, GenerationEnd, GenerationEvent,
                                           SpeechUnits, TextDelta, AsrTranscript)
-from stream_omni_ros.model.prepared import (INFERENCE_TYPES, SPEECH_IN, SPEECH_OUT,
-                                            PreparedTurn, splice_images, validate_request)
-from stream_omni_ros.model.tokens import (DEFAULT_SYSTEM_PROMPT, ChatMessage, PromptBuilder,
-                                          SpecialIds, TextStream, is_trigger, speakable_table)
-
-# Re-exported: callers import the request types and the prepared turn from here.
-__all__ = ["INFERENCE_TYPES", "SPEECH_IN", "SPEECH_OUT", "TEXT_LEAD", "TEXT_WINDOW",
-           "CompiledDecodeConfig", "GenerationConfig", "GenerationRequest", "PreparedTurn",
-           "StreamOmniGenerator", "select_token", "splice_images", "text_window",
-           "validate_request"]
+from stream_omni_ros.model.prepared import PreparedTurn
+from stream_omni_ros.model.request import (SPEECH_IN, SPEECH_OUT, GenerationConfig,
+                                           GenerationRequest, validate_request)
+from stream_omni_ros.model.tokens import (PromptBuilder, SpecialIds, TextStream, is_trigger,
+                                          speakable_table)
 
 TEXT_LEAD = 3  # speakable text tokens generated before the first unit (doc/model.md §7.4)
 TEXT_WINDOW = 5  # speakable text tokens each unit step cross-attends to
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """Decoding settings of one request; greedy defaults reproduce the original's outputs.
-
-    Two limits, one per output stream:
-
-    * ``max_new_tokens``: generated text tokens (the stop id is not counted). In text_to_text and
-      speech_to_text this is the original's ``max_new_tokens``. In text_to_speech and
-      speech_to_speech it only caps the text stream (the original has no such cap there: its
-      text stops at ``<|eot_id|>`` or with the units).
-    * ``max_new_units``: unit steps of text_to_speech and speech_to_speech, 25 per second of
-      speech. The original's ``max_new_tokens`` counts generate steps, which in these modes are
-      unit steps: ``max_new_units=N`` with a ``max_new_tokens`` that does not bind reproduces its
-      ``max_new_tokens=N`` (after a lead of 3, text advances by at most one speakable token per
-      unit step). A step whose id is not a speech unit counts but yields no unit.
-
-    ``duplicate_bos`` (default True) starts every prompt with two ``<|begin_of_text|>``, as every
-    inference path of the original does (the template's literal BOS plus the tokenizer's).
-    Against recorded outputs of the original code on a small random checkpoint, two BOS matched
-    every prompt id, transcript, text id, unit and stop reason of all four modes with and without
-    an image (logits within 1e-6); one BOS changed the answer in 6 of those 8 cases. False gives
-    the single-BOS Llama-3 prompt, for comparison only.
-    """
-
-    max_new_tokens: int = 512  # text tokens (all modes)
-    max_new_units: int = 2048  # unit steps of speech-out modes (the original's max_new_tokens)
-    temperature: float = 0.0  # text, text-out modes only (speech-out modes decode text greedily)
-    top_p: float = 1.0
-    unit_temperature: float = 0.0
-    unit_top_p: float = 1.0
-    seed: int = 0
-    mask_units: bool = False  # restrict the unit head to units and stop ids
-    max_text_steps_per_trigger: int = 64  # bounds a run of non-speakable text tokens
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    duplicate_bos: bool = True  # the original's two BOS tokens (see above)
-    ignore_stop_ids: bool = False  # fixed response lengths (benchmarks)
-
-    def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "max_new_units", "max_text_steps_per_trigger"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"GenerationConfig.{name}={getattr(self, name)}; expected >= 1")
-        for name in ("temperature", "unit_temperature"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"GenerationConfig.{name}={getattr(self, name)}; expected >= 0")
-        for name in ("top_p", "unit_top_p"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ConfigError(f"GenerationConfig.{name}={getattr(self, name)}; "
-                                  "expected 0 < top_p <= 1")
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One turn: inference type, text or units, optional RGB images, earlier messages."""
-
-    inference_type: str
-    text: str | None = None
-    units: Sequence[int] | None = None
-    images: Sequence[np.ndarray] = ()
-    history: Sequence[ChatMessage] = ()
-    config: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 def select_token(logits: torch.Tensor, temperature: float, top_p: float,
@@ -114,8 +45,11 @@ def select_token(logits: torch.Tensor, temperature: float, top_p: float,
 class _SpeechOutState:
     """Per-request state of the simultaneous policy (never stored on the model)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, stop_ids: frozenset[int],
+                 unit_mask: torch.Tensor):
         self.device = device
+        self.stop_ids = stop_ids  # the request's, decided once (empty: fixed lengths)
+        self.unit_mask = unit_mask  # unit-head ids allowed when the config masks units
         self.speakable_ids: list[int] = []  # `spk` of doc/model.md §7.4
         self.pending: torch.Tensor | None = None  # last text id, not yet fed to the LLM
         self.trigger = -1  # set to the blank id by the generator
@@ -179,34 +113,36 @@ class StreamOmniGenerator:
                  prepared: PreparedTurn | None = None) -> Iterator[GenerationEvent]:
         """Yield AsrTranscript?, TextDelta*, SpeechUnits*, GenerationEnd for one request.
 
-        With `prepared`, its history and images are the ones used. Closing the returned
+        `prepared` must serve the request (`PreparedTurn.serves`). Closing the returned
         generator cancels the request and frees its caches.
         """
         validate_request(request)
+        unit_ids = []  # the request's units as token ids: range-checked here, once
         if request.inference_type in SPEECH_IN:
-            PromptBuilder(self.tokenizer, self.special).unit_ids(request.units)  # range check
-        if prepared is not None and (prepared.used or prepared.caches is None or
-                                     prepared.request.inference_type != request.inference_type
-                                     or prepared.request.config != request.config):
+            unit_ids = PromptBuilder(self.tokenizer, self.special).unit_ids(request.units)
+        if prepared is not None and not prepared.serves(request):
             raise InputError(f"prepared turn for {prepared.request.inference_type} (used="
                              f"{prepared.used}) cannot serve a {request.inference_type} request "
-                             "(a prepared turn serves one request of its type and config)")
-        return self._run(request, prepared)
+                             "(a prepared turn serves one request of its type, config, history "
+                             "and images)")
+        return self._run(request, prepared, unit_ids)
 
-    def _run(self, request: GenerationRequest,
-             prepared: PreparedTurn | None) -> Iterator[GenerationEvent]:
-        content_len = len(request.units) if request.inference_type in SPEECH_IN else len(
+    def _run(self, request: GenerationRequest, prepared: PreparedTurn | None,
+             unit_ids: list[int]) -> Iterator[GenerationEvent]:
+        content_len = len(unit_ids) if request.inference_type in SPEECH_IN else len(
             self.tokenizer.encode(request.text, add_special_tokens=False))
         turn = prepared or PreparedTurn(self, request, content_len)
         turn.used, self.active = True, turn
         try:
             if request.inference_type in SPEECH_IN:  # the transcript comes before the LLM runs
-                turn.feed_units(request.units, run_llm=False)
+                turn.feed_unit_ids(unit_ids, run_llm=False)
                 yield AsrTranscript(turn.transcript, tuple(turn.labels))
             x = turn.finish(request)
             rng = torch.Generator(device=self.model.device).manual_seed(request.config.seed)
+            # The stop set, decided once: ignore_stop_ids (benchmarks) gives fixed lengths.
+            stops = frozenset(() if request.config.ignore_stop_ids else self.special.stop_ids)
             loop = self._speech_loop if request.inference_type in SPEECH_OUT else self._text_loop
-            yield from loop(turn, x, request.config, rng)
+            yield from loop(turn, x, request.config, rng, stops)
         finally:
             turn.release()
             if self.active is turn:
@@ -222,12 +158,12 @@ class StreamOmniGenerator:
         return int(token.item()), token.view(1, 1)
 
     def _text_loop(self, turn: PreparedTurn, x: torch.Tensor, cfg: GenerationConfig,
-                   rng: torch.Generator) -> Iterator[GenerationEvent]:
+                   rng: torch.Generator, stops: frozenset[int]) -> Iterator[GenerationEvent]:
         """t2t / s2t: plain autoregressive text with the request's sampling settings."""
         stream, reason, n = TextStream(self.tokenizer), END_MAX_TOKENS, 0
         while n < cfg.max_new_tokens:
             token_id, token = self._text_step(turn, x, cfg.temperature, cfg.top_p, rng)
-            if token_id in self.special.stop_ids and not cfg.ignore_stop_ids:
+            if token_id in stops:
                 reason = END_TEXT_EOS
                 break
             n += 1
@@ -253,8 +189,7 @@ class StreamOmniGenerator:
             state.n_text += 1
             if self.speakable[token_id]:
                 spk.append(token_id)
-            state.text_done = state.n_text >= cfg.max_new_tokens or (
-                token_id in s.stop_ids and not cfg.ignore_stop_ids)
+            state.text_done = state.n_text >= cfg.max_new_tokens or token_id in state.stop_ids
             new_ids.append(token_id)
         state.refresh_window()
         return new_ids
@@ -267,7 +202,7 @@ class StreamOmniGenerator:
         h_t = self.stages.top_forward(h_b, turn.caches.top, window_ids, window_positions)
         logits = self.model.unit_logits(h_t[:, -1:])[0, -1]  # [V]
         if cfg.mask_units:
-            logits = logits.masked_fill(~self._unit_masks[cfg.ignore_stop_ids], float("-inf"))
+            logits = logits.masked_fill(~state.unit_mask, float("-inf"))
         u = select_token(logits, cfg.unit_temperature, cfg.unit_top_p, rng)
         # The bottom stack reads u before the host knows it: the CTC label comes in the same sync.
         h_u = self.stages.bottom_forward(u.view(1, 1), turn.caches.bottom)
@@ -276,21 +211,22 @@ class StreamOmniGenerator:
         return u_id, label_id, h_u
 
     def _speech_loop(self, turn: PreparedTurn, x: torch.Tensor, cfg: GenerationConfig,
-                     rng: torch.Generator) -> Iterator[GenerationEvent]:
+                     rng: torch.Generator, stops: frozenset[int]) -> Iterator[GenerationEvent]:
         """t2s / s2s: text leads by 3 speakable tokens; CTC triggers advance it.
 
         The simultaneous policy of doc/model.md §7.4.
         """
-        state, stream = _SpeechOutState(self.model.device), TextStream(self.tokenizer)
-        state.trigger = self.special.blank
-        yield from self._deltas(stream, self._advance_text(turn, state, cfg, rng, x), cfg)
+        state = _SpeechOutState(self.model.device, stops,
+                                self._unit_masks[cfg.ignore_stop_ids])
+        state.trigger, stream = self.special.blank, TextStream(self.tokenizer)
+        yield from self._deltas(stream, self._advance_text(turn, state, cfg, rng, x), stops)
         h_b = turn.speech_hidden()
         if h_b.shape[1] > 1:  # earlier positions need no cross-attention (doc/model.md §7.2)
             self.model.top_forward(h_b[:, :-1], turn.caches.top)
         u, label, h_u = self._unit_step(turn, state, h_b[:, -1:], cfg, rng)
         n_steps, n_units, reason = 0, 0, END_MAX_UNITS
         while n_steps < cfg.max_new_units:
-            if u in self.special.stop_ids and not cfg.ignore_stop_ids:
+            if u in stops:
                 reason = END_UNIT_EOS
                 break
             n_steps += 1
@@ -302,16 +238,16 @@ class StreamOmniGenerator:
                 break
             if is_trigger(label, state.trigger, self.special.blank):
                 state.trigger = label
-                yield from self._deltas(stream, self._advance_text(turn, state, cfg, rng), cfg)
+                yield from self._deltas(stream, self._advance_text(turn, state, cfg, rng), stops)
             u, label, h_u = self._unit_step(turn, state, h_u, cfg, rng)
         yield from _flush(stream)
         yield GenerationEnd(reason, len(stream.ids), n_units)
 
     def _deltas(self, stream: TextStream, token_ids: list[int],
-                cfg: GenerationConfig) -> Iterator[TextDelta]:
-        """Deltas of new text ids; stop ids are not text unless they are ignored."""
+                stops: frozenset[int]) -> Iterator[TextDelta]:
+        """Deltas of new text ids; the request's stop ids are not text."""
         for token_id in token_ids:
-            if token_id not in self.special.stop_ids or cfg.ignore_stop_ids:
+            if token_id not in stops:
                 yield from _delta(stream, token_id)
 
 

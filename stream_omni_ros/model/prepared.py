@@ -1,4 +1,4 @@
-"""A turn's prompt prefilled before its content is known, and the request checks it needs.
+"""A turn's prompt prefilled before its content is known, and which requests it can serve.
 
 The system prompt, history, user header and images are prefilled into the three KV caches ahead
 of time; speech input is then fed incrementally (doc/model.md §5.4), so the transcript and most
@@ -6,39 +6,29 @@ of the LLM prefill are ready when the user stops speaking.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Protocol, Sequence
 
-import numpy as np
 import torch
 
 from stream_omni_ros.errors import InputError
-from stream_omni_ros.model.tokens import IMAGE_MARKER, PromptBuilder, PromptIds, ctc_collapse
-
-if TYPE_CHECKING:  # only for annotations: generation imports this module
-    from stream_omni_ros.model.generation import GenerationRequest, StreamOmniGenerator
-
-INFERENCE_TYPES = ("text_to_text", "text_to_speech", "speech_to_text", "speech_to_speech")
-SPEECH_IN = ("speech_to_text", "speech_to_speech")
-SPEECH_OUT = ("text_to_speech", "speech_to_speech")
+from stream_omni_ros.model.request import (SPEECH_IN, SPEECH_OUT, GenerationRequest,
+                                           validate_request)
+from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
+from stream_omni_ros.model.tokens import (IMAGE_MARKER, PromptBuilder, PromptIds, SpecialIds,
+                                          ctc_collapse)
 
 
-def validate_request(request: GenerationRequest, *, needs_content: bool = True) -> None:
-    """Raise InputError naming what is wrong with a request."""
-    kind = request.inference_type
-    if kind not in INFERENCE_TYPES:
-        raise InputError(f"unknown inference_type {kind!r}; expected one of {INFERENCE_TYPES}")
-    for index, image in enumerate(request.images):
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8
-                and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) > 0):
-            raise InputError(f"images[{index}]: expected an RGB uint8 array [h, w, 3], got "
-                             f"{type(image).__name__} {getattr(image, 'shape', '')} "
-                             f"{getattr(image, 'dtype', '')}")
-    if not needs_content:
-        return
-    if kind in SPEECH_IN and (request.units is None or len(request.units) == 0):
-        raise InputError(f"{kind} needs a non-empty units sequence, got {request.units!r}")
-    if kind not in SPEECH_IN and not request.text:
-        raise InputError(f"{kind} needs a non-empty text, got {request.text!r}")
+class TurnRunner(Protocol):
+    """What a prepared turn uses of the generator that runs it (StreamOmniGenerator)."""
+
+    model: StreamOmniForCausalLM
+    stages: Any  # the model, or static-shape decode steps around it (model/compiled.py)
+    tokenizer: Any
+    special: SpecialIds
+    max_input_len: int
+
+    def ids_tensor(self, ids: Sequence[int]) -> torch.Tensor:
+        """LongTensor [1, T] on the model's device."""
 
 
 class PreparedTurn:
@@ -48,7 +38,7 @@ class PreparedTurn:
     far; units from the first changed index on are recomputed after truncating the caches.
     """
 
-    def __init__(self, gen: StreamOmniGenerator, request: GenerationRequest,
+    def __init__(self, gen: TurnRunner, request: GenerationRequest,
                  content_len: int | None = None):
         validate_request(request, needs_content=False)
         self.request, self._gen, self.used = request, gen, False
@@ -110,6 +100,19 @@ class PreparedTurn:
             h_b = model.bottom_forward(template, self.caches.bottom)
             self.hidden[:, :h_b.shape[1]] = h_b
 
+    def serves(self, request: GenerationRequest) -> bool:
+        """True if this turn, still unused, was prepared for this request's prompt head.
+
+        Same inference type and config (system prompt included), same history, the very same
+        image arrays (by identity: comparing pixels would cost more than a prefill saves).
+        """
+        mine = self.request
+        return (not self.used and self.caches is not None
+                and mine.inference_type == request.inference_type
+                and mine.config == request.config and tuple(mine.history) == tuple(request.history)
+                and len(mine.images) == len(request.images)
+                and all(a is b for a, b in zip(mine.images, request.images)))
+
     @property
     def transcript(self) -> str:
         """ASR transcript of the units fed so far (CTC collapse over the unit span only)."""
@@ -123,9 +126,14 @@ class PreparedTurn:
         Units from the first changed index on are recomputed after truncating the caches;
         `run_llm=False` leaves the LLM prefill of the new units to `finish()`.
         """
-        if self.request.inference_type not in SPEECH_IN:
-            raise InputError(f"feed_units: {self.request.inference_type} takes no speech input")
-        ids = self.builder.unit_ids(units)
+        self._require_speech_in()
+        return self.feed_unit_ids(self.builder.unit_ids(units), run_llm)
+
+    @torch.inference_mode()
+    def feed_unit_ids(self, ids: Sequence[int], run_llm: bool = True) -> str:
+        """`feed_units` for unit token ids already range-checked by `PromptBuilder.unit_ids`."""
+        self._require_speech_in()
+        units = [i - self._gen.special.first_unit for i in ids]
         k = 0
         while k < min(len(units), len(self.units)) and units[k] == self.units[k]:
             k += 1
@@ -140,7 +148,11 @@ class PreparedTurn:
             self._llm_units = len(self.units)
         return self.transcript
 
-    def _bottom_in(self, ids: list[int]) -> list[int]:
+    def _require_speech_in(self) -> None:
+        if self.request.inference_type not in SPEECH_IN:
+            raise InputError(f"feed_units: {self.request.inference_type} takes no speech input")
+
+    def _bottom_in(self, ids: Sequence[int]) -> list[int]:
         """Bottom stack + CTC over new speech-side ids (states kept); returns their labels."""
         if not ids:
             return []
@@ -157,9 +169,12 @@ class PreparedTurn:
 
     @torch.inference_mode()
     def finish(self, request: GenerationRequest) -> torch.Tensor:
-        """Feed the content and return the LLM input not yet read (its logits start the answer)."""
+        """Feed the rest of the content and return the LLM input not yet read.
+
+        Speech input must have been fed in full (`feed_units`); text is fed here. The logits of
+        the returned input start the answer.
+        """
         if request.inference_type in SPEECH_IN:
-            self.feed_units(request.units, run_llm=False)
             self._bottom_in(self._tail)
             return self._soft_since_llm()
         ids = self.builder.text_ids(request.text) + self._tail

@@ -9,8 +9,8 @@ import torch
 
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
 from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta
-from stream_omni_ros.model.generation import (SPEECH_IN, GenerationConfig, GenerationRequest,
-                                              StreamOmniGenerator)
+from stream_omni_ros.model.generation import StreamOmniGenerator
+from stream_omni_ros.model.request import SPEECH_IN, GenerationConfig, GenerationRequest
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer, providers_for_device
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer

@@ -18,7 +18,8 @@ from stream_omni_ros.engine.model_responder import StreamOmniResponder
 from stream_omni_ros.engine.responder import (AudioPiece, Done, TextPiece, Transcript,
                                               TurnOptions, TurnRequest)
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
-from stream_omni_ros.model.generation import GenerationConfig, StreamOmniGenerator
+from stream_omni_ros.model.generation import StreamOmniGenerator
+from stream_omni_ros.model.request import GenerationConfig
 from stream_omni_ros.model.speech_tokenizer import SpeechTokenizer
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer

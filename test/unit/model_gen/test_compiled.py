@@ -7,8 +7,9 @@ import torch
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
 from stream_omni_ros.model.events import SpeechUnits, TextDelta
-from stream_omni_ros.model.generation import (SPEECH_IN, CompiledDecodeConfig, GenerationConfig,
-                                              GenerationRequest, StreamOmniGenerator)
+from stream_omni_ros.model.compiled import CompiledDecodeConfig
+from stream_omni_ros.model.generation import StreamOmniGenerator
+from stream_omni_ros.model.request import SPEECH_IN, GenerationConfig, GenerationRequest
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 
 UNITS = (3, 3, 7, 1, 0, 31, 12, 12, 5)

@@ -4,8 +4,9 @@ import torch
 
 from stream_omni_ros.model.events import (END_MAX_TOKENS, END_MAX_UNITS, END_TEXT_EOS,
                                           AsrTranscript, GenerationEnd, SpeechUnits, TextDelta)
-from stream_omni_ros.model.generation import (INFERENCE_TYPES, SPEECH_IN, SPEECH_OUT,
-                                              GenerationConfig, GenerationRequest, splice_images)
+from stream_omni_ros.model.prepared import splice_images
+from stream_omni_ros.model.request import (INFERENCE_TYPES, SPEECH_IN, SPEECH_OUT,
+                                           GenerationConfig, GenerationRequest)
 from stream_omni_ros.model.tokens import ChatMessage, PromptBuilder, ctc_collapse
 
 UNITS = (3, 3, 7, 1, 0, 31, 12, 12, 5)

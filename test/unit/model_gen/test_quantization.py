@@ -15,8 +15,9 @@ from stream_omni_ros.bench import model_bench
 from stream_omni_ros.model import memory
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
 from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta
-from stream_omni_ros.model.generation import (SPEECH_IN, CompiledDecodeConfig, GenerationConfig,
-                                              GenerationRequest, StreamOmniGenerator)
+from stream_omni_ros.model.compiled import CompiledDecodeConfig
+from stream_omni_ros.model.generation import StreamOmniGenerator
+from stream_omni_ros.model.request import SPEECH_IN, GenerationConfig, GenerationRequest
 from stream_omni_ros.model.quantization import (QUANTIZED_HEADS, QUANTIZED_TABLES,
                                                 quantization_targets, quantize_model,
                                                 stored_bytes)

@@ -8,8 +8,8 @@ import torch
 
 from stream_omni_ros.model.checkpoint import LoadOptions, load_stream_omni
 from stream_omni_ros.model.events import AsrTranscript, SpeechUnits, TextDelta
-from stream_omni_ros.model.generation import (TEXT_LEAD, GenerationConfig, GenerationRequest,
-                                              StreamOmniGenerator)
+from stream_omni_ros.model.generation import TEXT_LEAD, StreamOmniGenerator
+from stream_omni_ros.model.request import GenerationConfig, GenerationRequest
 from stream_omni_ros.model.readable_checkpoint import WORDS, write_readable_checkpoint
 
 

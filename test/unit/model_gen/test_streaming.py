@@ -7,7 +7,8 @@ import torch
 from stream_omni_ros.errors import ConfigError, InputError
 from stream_omni_ros.model.events import (END_TEXT_EOS, END_UNIT_EOS, GenerationEnd,
                                           SpeechUnits, TextDelta)
-from stream_omni_ros.model.generation import GenerationConfig, GenerationRequest, text_window
+from stream_omni_ros.model.generation import text_window
+from stream_omni_ros.model.request import GenerationConfig, GenerationRequest
 from stream_omni_ros.model.tokens import PromptBuilder
 
 UNITS = (3, 3, 7, 1, 0, 31, 12, 12, 5)
