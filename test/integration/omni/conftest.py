@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import rclpy
 import soundfile
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -122,6 +124,27 @@ def wait_until(predicate, timeout_s: float = DEADLINE_S, what: str = "condition"
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def call_service(peer: Peer, srv_type: type, name: str, request):
+    """Call service `name` from the peer and wait for its response."""
+    client = peer.node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=DEADLINE_S), f"{name} not offered"
+    future = client.call_async(request)
+    wait_until(future.done, what=name)
+    return future.result()
+
+
+def change_state(peer: Peer, transition_id: int) -> bool:
+    """Ask omni_node for a lifecycle transition; whether it succeeded."""
+    request = ChangeState.Request(transition=Transition(id=transition_id))
+    return call_service(peer, ChangeState, "/omni_node/change_state", request).success
+
+
+def lifecycle_label(peer: Peer) -> str:
+    """omni_node's lifecycle state label, as its get_state service reports it."""
+    return call_service(peer, GetState, "/omni_node/get_state",
+                        GetState.Request()).current_state.label
 
 
 @pytest.fixture

@@ -24,12 +24,6 @@ def wait_future(future, helpers, what: str = "a reply"):
     return future.result()
 
 
-def call(peer, helpers, srv_type, name: str, request):
-    client = peer.node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), f"{name} not offered"
-    return wait_future(client.call_async(request), helpers, what=name)
-
-
 def converse(peer, helpers, goal: Converse.Goal, feedback: list):
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
     assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
@@ -85,33 +79,34 @@ def test_services_reset_listen_and_stop_speaking(start_omni, peer, helpers):
     start_omni(**LONG_TURN)
     helpers.wait_until(lambda: states and states[-1].listening, what="listening")
 
-    off = call(peer, helpers, SetBool, "/omni_node/set_listening", SetBool.Request(data=False))
+    off = helpers.call_service(peer, SetBool, "/omni_node/set_listening",
+                               SetBool.Request(data=False))
     assert off.success
     helpers.wait_until(lambda: not states[-1].listening and states[-1].label == "idle",
                        what="state listening false")
-    assert call(peer, helpers, SetBool, "/omni_node/set_listening",
-                SetBool.Request(data=True)).success
+    assert helpers.call_service(peer, SetBool, "/omni_node/set_listening",
+                                SetBool.Request(data=True)).success
     helpers.wait_until(lambda: states[-1].listening, what="listening again")
 
     feedback: list = []
     handle = converse(peer, helpers, Converse.Goal(text="Count to one hundred."), feedback)
     helpers.wait_until(lambda: len(feedback) >= 2, what="feedback")
-    stop = call(peer, helpers, Trigger, "/omni_node/stop_speaking", Trigger.Request())
+    stop = helpers.call_service(peer, Trigger, "/omni_node/stop_speaking", Trigger.Request())
     assert stop.success and "stopped" in stop.message
     reply = wait_future(handle.get_result_async(), helpers, what="the stopped turn")
     assert reply.result.stop_reason == "cancelled"
     helpers.wait_until(lambda: finals and finals[-1].stop_reason == "cancelled",
                        what="response/final cancelled")
 
-    reset = call(peer, helpers, Trigger, "/omni_node/reset_conversation", Trigger.Request())
+    reset = helpers.call_service(peer, Trigger, "/omni_node/reset_conversation", Trigger.Request())
     assert reset.success
-    nothing = call(peer, helpers, Trigger, "/omni_node/stop_speaking", Trigger.Request())
+    nothing = helpers.call_service(peer, Trigger, "/omni_node/stop_speaking", Trigger.Request())
     assert nothing.success and "nothing to stop" in nothing.message
 
 
 def set_parameter(peer, helpers, name: str, value: str) -> bool:
     request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-    reply = call(peer, helpers, SetParameters, "/omni_node/set_parameters", request)
+    reply = helpers.call_service(peer, SetParameters, "/omni_node/set_parameters", request)
     return reply.results[0].successful
 
 
@@ -147,7 +142,8 @@ def test_outputs_are_stamped_by_the_simulation_clock(start_omni, peer, helpers):
 
 def test_push_to_talk_outside_its_listen_mode_is_refused(start_omni, peer, helpers):
     start_omni()
-    refused = call(peer, helpers, SetBool, "/omni_node/push_to_talk", SetBool.Request(data=True))
+    refused = helpers.call_service(peer, SetBool, "/omni_node/push_to_talk",
+                                   SetBool.Request(data=True))
     assert not refused.success
     assert refused.message == ("listen.mode is 'always'; ~/push_to_talk needs listen.mode "
                                "push_to_talk")

@@ -8,7 +8,6 @@ from pathlib import Path
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import SetParameters
 from rclpy.action import ActionClient
 from rclpy.parameter import Parameter
@@ -16,27 +15,10 @@ from rclpy.parameter import Parameter
 from stream_omni_ros.action import Converse
 
 
-def call(peer, helpers, srv_type, name: str, request):
-    client = peer.node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), f"{name} not offered"
-    future = client.call_async(request)
-    helpers.wait_until(future.done, 60, name)
-    return future.result()
-
-
-def transition(peer, helpers, transition_id: int) -> bool:
-    request = ChangeState.Request(transition=Transition(id=transition_id))
-    return call(peer, helpers, ChangeState, "/omni_node/change_state", request).success
-
-
-def lifecycle_label(peer, helpers) -> str:
-    return call(peer, helpers, GetState, "/omni_node/get_state",
-                GetState.Request()).current_state.label
-
-
 def set_parameter(peer, helpers, name: str, value: str):
     request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-    return call(peer, helpers, SetParameters, "/omni_node/set_parameters", request).results[0]
+    reply = helpers.call_service(peer, SetParameters, "/omni_node/set_parameters", request)
+    return reply.results[0]
 
 
 def diagnostics_matching(diagnostics: list, helpers, **expected: str) -> DiagnosticStatus:
@@ -84,9 +66,9 @@ def test_configure_failures_of_any_kind_are_logged_reported_and_retryable(
     assert values["model_loaded"] == "False"
     assert "Traceback (most recent call last)" in omni.log()
     assert values["last_error"].split(": ", 1)[1] in omni.log()
-    assert lifecycle_label(peer, helpers) == "unconfigured"
+    assert helpers.lifecycle_label(peer) == "unconfigured"
 
-    assert not transition(peer, helpers, Transition.TRANSITION_CONFIGURE)  # retryable
+    assert not helpers.change_state(peer, Transition.TRANSITION_CONFIGURE)  # retryable
     diagnostics_matching(diagnostics, helpers, lifecycle_state="unconfigured",
                          **{"lifecycle.failed.configure": "2"})
     assert omni.process.poll() is None
@@ -98,7 +80,7 @@ def test_a_wrong_model_path_is_fixed_without_a_restart(start_omni, peer, helpers
     good = tiny_models["model.path"]
     as_list = broken_copy(good, tmp_path / "as_list", "config_is_a_list")
     omni = start_omni(autostart=False, **{"model.path": str(as_list)})
-    assert not transition(peer, helpers, Transition.TRANSITION_CONFIGURE)
+    assert not helpers.change_state(peer, Transition.TRANSITION_CONFIGURE)
     first = values_of(diagnostics_matching(diagnostics, helpers, lifecycle_state="unconfigured",
                                            **{"lifecycle.failed.configure": "1"}))["last_error"]
     assert first.startswith("configure failed: ")
@@ -106,7 +88,7 @@ def test_a_wrong_model_path_is_fixed_without_a_restart(start_omni, peer, helpers
     for count, breaks in enumerate(("garbage_tokenizer", "config_has_wrong_types"), start=2):
         broken = broken_copy(good, tmp_path / breaks, breaks)
         assert set_parameter(peer, helpers, "model.path", str(broken)).successful
-        assert not transition(peer, helpers, Transition.TRANSITION_CONFIGURE)
+        assert not helpers.change_state(peer, Transition.TRANSITION_CONFIGURE)
         # the failure is counted before the transition has returned to unconfigured: wait for
         # both, a report between them is no failure
         failed = values_of(diagnostics_matching(diagnostics, helpers,
@@ -116,13 +98,13 @@ def test_a_wrong_model_path_is_fixed_without_a_restart(start_omni, peer, helpers
         assert f"model.path {str(broken)!r}" in omni.log()  # configure read the new path
 
     assert set_parameter(peer, helpers, "model.path", good).successful
-    assert transition(peer, helpers, Transition.TRANSITION_CONFIGURE)
+    assert helpers.change_state(peer, Transition.TRANSITION_CONFIGURE)
     loaded = values_of(diagnostics_matching(diagnostics, helpers, lifecycle_state="inactive",
                                             model_loaded="True"))
     assert loaded["last_error"] == ""
     refused = set_parameter(peer, helpers, "model.path", str(as_list))  # configured: refused
     assert not refused.successful and "unconfigured" in refused.reason
-    assert transition(peer, helpers, Transition.TRANSITION_ACTIVATE)
+    assert helpers.change_state(peer, Transition.TRANSITION_ACTIVATE)
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
     assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S)
     sent = client.send_goal_async(Converse.Goal(text="Are you there?", speak=False))

@@ -44,15 +44,6 @@ class Diagnostics:
         return int(self.values().get(key, 0))
 
 
-def call(peer, helpers, srv_type, name: str, request):
-    """Call a service of the node and wait for the response."""
-    client = peer.node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), f"{name} not offered"
-    future = client.call_async(request)
-    helpers.wait_until(future.done, 30, name)
-    return future.result()
-
-
 def converse(peer, helpers, goal: Converse.Goal):
     """Send a goal and wait for its (status, result)."""
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
@@ -166,7 +157,8 @@ def test_microphone_that_dies_mid_utterance_ends_the_turn(start_omni, peer, help
                                          "audio.stall_timeout_s": 1.0})
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
     helpers.wait_until(audio.get_subscription_count, 60, "the audio subscription")
-    pressed = call(peer, helpers, SetBool, "/omni_node/push_to_talk", SetBool.Request(data=True))
+    pressed = helpers.call_service(peer, SetBool, "/omni_node/push_to_talk",
+                                   SetBool.Request(data=True))
     assert pressed.success, pressed.message
     for seq in range(25):  # half a second of audio, then the driver crashes
         audio.publish(pcm_to_audio_msg(np.full(320, 0.1, np.float32), 16000, seq=seq))
@@ -198,7 +190,7 @@ def test_push_to_talk_refusals_are_counted_and_logged_once(start_omni, peer, hel
     diagnostics = Diagnostics(peer)
     omni = start_omni(**FAST_REPORTS, log_throttle_s=600.0)  # listen.mode always
     for press in (True, False) * 3:
-        reply = call(peer, helpers, SetBool, "/omni_node/push_to_talk",
+        reply = helpers.call_service(peer, SetBool, "/omni_node/push_to_talk",
                      SetBool.Request(data=press))
         assert not reply.success and "needs listen.mode push_to_talk" in reply.message
     helpers.wait_until(lambda: diagnostics.count("push_to_talk.refused") == 6, 10, "the count")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.action import ActionClient
 
 from stream_omni_ros.action import Converse
@@ -12,24 +11,6 @@ from stream_omni_ros.msg import AudioChunk, NodeState
 
 def diagnostics_values(array: DiagnosticArray) -> dict[str, str]:
     return {kv.key: kv.value for kv in array.status[0].values}
-
-
-def call(peer, helpers, srv_type, name: str, request):
-    client = peer.node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), f"{name} not offered"
-    future = client.call_async(request)
-    helpers.wait_until(future.done, what=name)
-    return future.result()
-
-
-def transition(peer, helpers, transition_id: int) -> bool:
-    request = ChangeState.Request(transition=Transition(id=transition_id))
-    return call(peer, helpers, ChangeState, "/omni_node/change_state", request).success
-
-
-def lifecycle_label(peer, helpers) -> str:
-    return call(peer, helpers, GetState, "/omni_node/get_state",
-                GetState.Request()).current_state.label
 
 
 def latest_diagnostics(diagnostics: list, helpers, **expected: str) -> dict[str, str]:
@@ -45,31 +26,31 @@ def test_configure_activate_deactivate_cleanup(start_omni, peer, helpers):
     diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
     states = peer.collect(NodeState, "state", helpers.LATCHED)
     omni = start_omni(autostart=False)
-    assert lifecycle_label(peer, helpers) == "unconfigured"
+    assert helpers.lifecycle_label(peer) == "unconfigured"
     latest_diagnostics(diagnostics, helpers, model_loaded="False")
 
-    assert transition(peer, helpers, Transition.TRANSITION_CONFIGURE)
+    assert helpers.change_state(peer, Transition.TRANSITION_CONFIGURE)
     latest_diagnostics(diagnostics, helpers, model_loaded="True", lifecycle_state="inactive")
     converse = ActionClient(peer.node, Converse, "/omni_node/converse")
     assert not converse.wait_for_server(timeout_sec=1.0), "action served while inactive"
 
-    assert transition(peer, helpers, Transition.TRANSITION_ACTIVATE)
+    assert helpers.change_state(peer, Transition.TRANSITION_ACTIVATE)
     assert converse.wait_for_server(timeout_sec=helpers.DEADLINE_S)
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
     helpers.wait_until(lambda: audio.get_subscription_count() == 1, what="audio/in subscribed")
     helpers.wait_until(lambda: states and states[-1].listening, what="listening")
 
-    assert transition(peer, helpers, Transition.TRANSITION_DEACTIVATE)
+    assert helpers.change_state(peer, Transition.TRANSITION_DEACTIVATE)
     helpers.wait_until(lambda: audio.get_subscription_count() == 0, what="audio/in released")
     helpers.wait_until(lambda: not states[-1].listening and states[-1].label == "idle",
                        what="state idle")
 
-    assert transition(peer, helpers, Transition.TRANSITION_CLEANUP)
+    assert helpers.change_state(peer, Transition.TRANSITION_CLEANUP)
     values = latest_diagnostics(diagnostics, helpers, model_loaded="False",
                                 lifecycle_state="unconfigured")
     assert values["conversation_state"] == "unloaded"
     helpers.wait_until(lambda: "model released: True" in omni.log(), what="model freed log")
-    assert lifecycle_label(peer, helpers) == "unconfigured"
+    assert helpers.lifecycle_label(peer) == "unconfigured"
 
 
 def test_missing_checkpoint_fails_configure_but_the_node_stays(start_omni, peer, helpers,
@@ -82,4 +63,4 @@ def test_missing_checkpoint_fails_configure_but_the_node_stays(start_omni, peer,
     values = latest_diagnostics(diagnostics, helpers, model_loaded="False")
     assert str(missing) in values["last_error"]
     assert diagnostics[-1].status[0].level == b"\x02"  # ERROR
-    assert omni.process.poll() is None and lifecycle_label(peer, helpers) == "unconfigured"
+    assert omni.process.poll() is None and helpers.lifecycle_label(peer) == "unconfigured"
