@@ -14,6 +14,7 @@ from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 LISTEN_MODES = ("always", "on_request", "push_to_talk")
 FRAME_MOMENTS = ("speech_start", "utterance_end")
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+WITHOUT_REFERENCE = ("no_barge_in", "barge_in")
 
 
 def _require(condition: bool, group: str, name: str, value: object, expected: str) -> None:
@@ -153,6 +154,35 @@ class ListenConfig:
 
 
 @dataclass(frozen=True)
+class EchoConfig:
+    """Acoustic echo cancellation of the robot's own voice, fed with what the speaker played."""
+
+    cancel: bool = described(
+        True, "remove the played audio (audio/played) from the microphone before the VAD")
+    # No reference (no player, a third-party player, a microphone without stamps, the library
+    # missing): the loudspeaker would trigger the VAD and the robot would interrupt itself.
+    without_reference: str = described(
+        "no_barge_in", "while the robot responds and no playback reference is live: "
+        "no_barge_in takes no speech as a barge-in (it may be the robot's own voice); barge_in "
+        "does (a headset, a robot without a loudspeaker)")
+    reference_timeout_s: float = described(
+        30.0, "a playback reference counts as live this long after the last audio/played "
+        "chunk arrived", units="s")
+    max_reference_s: float = described(
+        5.0, "played audio kept for alignment with the microphone (bounds the buffer)", units="s")
+    noise_suppression: bool = described(
+        False, "also let the canceller suppress stationary noise")
+
+    def __post_init__(self) -> None:
+        _require(self.without_reference in WITHOUT_REFERENCE, "echo", "without_reference",
+                 self.without_reference, f"one of {WITHOUT_REFERENCE}")
+        _require(self.reference_timeout_s > 0, "echo", "reference_timeout_s",
+                 self.reference_timeout_s, "> 0")
+        _require(0.5 <= self.max_reference_s <= 60, "echo", "max_reference_s",
+                 self.max_reference_s, "0.5..60")
+
+
+@dataclass(frozen=True)
 class ConversationConfig:
     """Prompt, history bounds and per-turn behaviour of the conversation."""
 
@@ -194,6 +224,7 @@ class EngineConfig:
     vad: VadConfig = described_factory(VadConfig, "voice activity detection, endpointing")
     image: ImageConfig = described_factory(ImageConfig, "camera frame buffer")
     listen: ListenConfig = described_factory(ListenConfig, "listen mode and barge-in")
+    echo: EchoConfig = described_factory(EchoConfig, "echo cancellation and its fallback")
     conversation: ConversationConfig = described_factory(
         ConversationConfig, "prompt, history and turn defaults")
 

@@ -103,6 +103,18 @@ class ConversationEngine:
             self._submit(commands)
         return True
 
+    def feed_played(self, chunk: PcmChunk) -> None:
+        """Store audio the speaker played (stamp: reached the device), the echo reference."""
+        self._check_running()
+        with self._audio_lock:
+            for warning in self._listener.add_played(chunk):
+                self._events.put(warning)
+
+    @property
+    def echo_stats(self):
+        """The canceller's energy before and after (EchoStats), for diagnostics and tests."""
+        return self._listener.echo.stats
+
     def feed_image(self, rgb: np.ndarray, stamp: float, frame_id: str = "") -> None:
         """Store a camera frame; raises InputError on a bad image or stamp."""
         self.images.add(rgb, stamp, frame_id)

@@ -13,6 +13,7 @@ import numpy as np
 
 from stream_omni_ros.engine.audio_input import AudioFrontEnd, PcmChunk
 from stream_omni_ros.engine.config import EngineConfig
+from stream_omni_ros.engine.echo import EchoCanceller
 from stream_omni_ros.engine.events import (SOURCE_PUSH_TO_TALK, SOURCE_SPEECH, InputWarning)
 from stream_omni_ros.engine.image_buffer import StampedImage
 from stream_omni_ros.engine.responder import TurnOptions
@@ -74,6 +75,8 @@ class Listener:
     def __init__(self, config: EngineConfig, endpointer: Endpointer,
                  next_turn_id: Callable[[], int], clock: Callable[[], float]) -> None:
         self.front_end = AudioFrontEnd(config.audio)
+        self.echo = EchoCanceller(config.echo, config.audio)
+        self._echo_warned = False  # the fallback was announced (again after a live reference)
         self._endpointer = endpointer
         self._next_turn_id = next_turn_id
         self._clock = clock
@@ -91,6 +94,7 @@ class Listener:
         """Use new settings from the next chunk on (a changed VAD restarts endpointing)."""
         self.config = config
         self.front_end.config = config.audio
+        self.echo.config, self.echo.audio_config = config.echo, config.audio
         self._switch_vad_when_idle()
         self._max_samples = int(config.vad.max_utterance_s * MODEL_SAMPLE_RATE)
         self._partial_every = int(config.conversation.partial_interval_s * MODEL_SAMPLE_RATE)
@@ -150,14 +154,16 @@ class Listener:
             self._follow_clock()
         warnings = self._input_warnings(converted.gap_s, converted.clipped_fraction)
         warnings += self._late_audio(converted.first_sample, len(converted.samples))
+        samples, first = self.echo.process(converted.samples, converted.first_sample,
+                                           self._clock())
         listen = self.config.listen
         if self._span is not None:
-            return self._feed_span(converted.samples, converted.first_sample, warnings), warnings
+            return self._feed_span(samples, first, warnings), warnings
         if listen.mode == "push_to_talk" or (listen.half_duplex and responding
                                              and self.turn_id is None):
             return [], warnings
         commands: list[ListenerCommand] = []
-        for event in self._endpointer.push(converted.samples, converted.first_sample):
+        for event in self._endpointer.push(samples, first):
             if isinstance(event, SpeechStarted):
                 commands += self._on_speech_started(event.start_sample, responding, warnings)
             elif isinstance(event, SpeechAudio) and self.turn_id is not None:
@@ -165,6 +171,33 @@ class Listener:
             elif isinstance(event, SpeechEnded) and self.turn_id is not None:
                 commands.append(self._finish(event.end_sample, event.reason == "max_length"))
         return commands, warnings
+
+    def add_played(self, chunk: PcmChunk) -> list[InputWarning]:
+        """Store what the speaker played (the echo reference); raises InputError if malformed."""
+        if self.echo.add_played(chunk, self._clock(), self.front_end):
+            return []
+        if not self._may_warn("echo_unaligned"):
+            return []
+        why = "has no stamp" if chunk.stamp is None else "cannot be placed: the microphone " \
+            "audio has no stamps (or none arrived yet)"
+        return [InputWarning(None, "echo_unaligned", f"played audio {why}; echo cancellation "
+                             "needs both on one clock")]
+
+    def _echo_fallback(self, warnings: list[InputWarning]) -> bool:
+        """True when speech heard while the robot responds may be its own uncancelled voice."""
+        if self.echo.live(self._clock()):
+            self._echo_warned = False
+            return False
+        if self.config.echo.without_reference != "no_barge_in":
+            return False
+        if not self._echo_warned:
+            self._echo_warned = True
+            why = self.echo.unavailable or ("echo.cancel is false" if not self.config.echo.cancel
+                                            else "no audio/played reference is live")
+            warnings.append(InputWarning(None, "no_echo_reference", (
+                f"speech while the robot responds does not interrupt it ({why}): it may be the "
+                "robot's own voice; echo.without_reference = no_barge_in")))
+        return True
 
     def open_turn(self, responding: bool, stamp: float, extras: TurnExtras | None = None
                   ) -> list[ListenerCommand]:
@@ -217,6 +250,8 @@ class Listener:
             warnings.append(InputWarning(None, "speech_ignored",
                                          "user speech while the robot responds was ignored "
                                          "(listen.barge_in is false)"))
+            return []
+        if responding and self._echo_fallback(warnings):
             return []
         self.armed = False
         return self._begin(start, SOURCE_SPEECH, responding)

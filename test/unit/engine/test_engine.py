@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stream_omni_ros.engine.audio_input import PcmChunk
-from stream_omni_ros.engine.config import ConversationConfig, ListenConfig
+from stream_omni_ros.engine.config import ConversationConfig, EchoConfig, ListenConfig
 from stream_omni_ros.engine.echo_responder import EchoResponder
 from stream_omni_ros.engine.events import (EngineError, InputWarning, ResponseDelta, SpeechChunk,
                                            SpeechInterrupted, TranscriptFinal,
@@ -89,10 +89,14 @@ def wait_for(predicate, what: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+# No loudspeaker echo (a headset): barge-in without a playback reference is asked for explicitly.
+HEADSET = EchoConfig(without_reference="barge_in")
+
+
 def test_barge_in_cancels_within_one_step_and_drops_unplayed_audio(
         engine_factory, speak, mic, collect, manual_clock):
     responder = GatedResponder()
-    engine = engine_factory(responder, playback_clock=manual_clock())
+    engine = engine_factory(responder, playback_clock=manual_clock(), echo=HEADSET)
     mic = mic(engine)
     stop_please = speak("Stop, stop please.", 0, 0)
     turn = engine.request_turn("tell me a very long story about a robot that loved tea")
@@ -121,7 +125,7 @@ def test_barge_in_cancels_within_one_step_and_drops_unplayed_audio(
 def test_barge_in_during_playback_interrupts_the_finished_turn(
         engine_factory, speak, mic, collect, manual_clock):
     speaker = manual_clock()
-    engine = engine_factory(playback_clock=speaker)
+    engine = engine_factory(playback_clock=speaker, echo=HEADSET)
     mic = mic(engine)
     turn = engine.request_turn("one two three four five six seven eight nine ten")
     collect(engine)

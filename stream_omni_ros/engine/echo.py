@@ -1,0 +1,196 @@
+"""Acoustic echo cancellation: the played audio, aligned by stamps, removed from the microphone.
+
+The player reports each chunk it handed to the speaker with the time its first sample reaches the
+device (audio/played). Those stamps place the reference on the microphone's 16 kHz timeline; the
+WebRTC audio processing module (AEC3, from the `livekit` wheel) then removes the loudspeaker's
+echo from each 10 ms microphone frame, estimating the acoustic delay and room response itself.
+Double talk is its job too: the user's voice passes while the robot speaks, so barge-in works.
+
+Microphone audio is processed in whole 10 ms frames; up to 159 samples wait for the next chunk.
+They keep their timeline indices, so stamps stay true. Without a live reference (no player,
+a third-party player, a microphone without stamps, the library missing) the audio passes as is
+and `live` is false: the listener then applies echo.without_reference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_omni_ros.dependencies import MissingModuleError, require_module
+from stream_omni_ros.engine.audio_input import MODEL_SAMPLE_RATE, AudioFrontEnd, PcmChunk
+from stream_omni_ros.engine.audio_input import pcm_to_float
+from stream_omni_ros.engine.config import AudioInputConfig, EchoConfig
+
+FRAME = MODEL_SAMPLE_RATE // 100  # the processing module works on 10 ms frames
+SILENT_REFERENCE = 1e-8  # mean square below which a far-end frame counts as silence
+CONTINUOUS_S = 0.002  # a played chunk this close to the previous one's end continues it
+
+
+class WebRtcCanceller:
+    """The WebRTC audio processing module on 16 kHz mono int16 frames of 10 ms."""
+
+    def __init__(self, noise_suppression: bool) -> None:
+        rtc = require_module("livekit.rtc", "echo cancellation uses its WebRTC audio processing")
+        self._rtc = rtc
+        self._apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True,
+                                              noise_suppression=noise_suppression)
+
+    def process(self, far: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """Cancel the echo of far (what played) in near (the microphone); float32 in and out."""
+        reverse = self._rtc.AudioFrame(float_to_pcm16(far), MODEL_SAMPLE_RATE, 1, FRAME)
+        self._apm.process_reverse_stream(reverse)
+        stream = self._rtc.AudioFrame(float_to_pcm16(near), MODEL_SAMPLE_RATE, 1, FRAME)
+        self._apm.process_stream(stream)
+        return np.frombuffer(bytes(stream.data), np.int16).astype(np.float32) / 32768.0
+
+
+def float_to_pcm16(samples: np.ndarray) -> bytes:
+    """float32 in [-1, 1] -> S16LE bytes (clipped like a converter would)."""
+    return (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2").tobytes()
+
+
+class ReferenceBuffer:
+    """Played audio at 16 kHz on the microphone timeline, bounded to the last `capacity` samples.
+
+    Samples nobody played read as zeros (silence), so gaps between answers need no messages.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data = np.zeros(capacity, np.float32)
+        self._start = 0  # timeline index of _data[0]
+
+    def write(self, samples: np.ndarray, first: int) -> None:
+        """Store samples whose first one sits at timeline index `first`."""
+        end = first + len(samples)
+        if end > self._start + self.capacity:  # newer audio: slide the window forward
+            shift = end - self.capacity - self._start
+            self._data = np.roll(self._data, -shift)
+            self._data[max(0, self.capacity - shift):] = 0.0
+            self._start += shift
+        lo = max(first, self._start)
+        if lo < end:
+            self._data[lo - self._start:end - self._start] = samples[lo - first:]
+
+    def read(self, first: int, count: int) -> np.ndarray:
+        """Samples [first, first + count) of the timeline; zeros outside the window."""
+        out = np.zeros(count, np.float32)
+        lo, hi = max(first, self._start), min(first + count, self._start + self.capacity)
+        if lo < hi:
+            out[lo - first:hi - first] = self._data[lo - self._start:hi - self._start]
+        return out
+
+
+@dataclass
+class EchoStats:
+    """Energy of the microphone before and after cancellation, over frames the robot spoke."""
+
+    frames: int = 0
+    mic_energy: float = 0.0
+    out_energy: float = 0.0
+
+    def erle_db(self) -> float | None:
+        """Echo return loss enhancement [dB]; None before any frame with a reference."""
+        if self.frames == 0:
+            return None
+        return float(10.0 * np.log10(max(self.mic_energy, 1e-20) / max(self.out_energy, 1e-20)))
+
+
+class EchoCanceller:
+    """Aligns played audio to the microphone by stamps and cancels it (not thread-safe)."""
+
+    def __init__(self, config: EchoConfig, audio_config: AudioInputConfig | None = None) -> None:
+        self.config = config
+        self.audio_config = audio_config or AudioInputConfig()
+        self.reference = ReferenceBuffer(int(config.max_reference_s * MODEL_SAMPLE_RATE))
+        self.stats = EchoStats()
+        self.unavailable: str | None = None  # why the library cannot run, once known
+        self._canceller: WebRtcCanceller | None = None
+        self._last_played: float | None = None  # caller-clock arrival of the last played chunk
+        self._resampler = None
+        self._played_end: tuple[int, float] | None = None  # (rate, stamp where the last ended)
+        self._next_ref = 0  # timeline index where the resampler's next output lands
+        self._pending = np.zeros(0, np.float32)
+        self._pending_first = 0
+
+    def add_played(self, chunk: PcmChunk, now: float, front_end: AudioFrontEnd) -> bool:
+        """Store a played chunk (stamp: when its first sample reached the speaker).
+
+        Returns False when it cannot be placed: no stamp, or a microphone without stamps.
+        Raises InputError on a malformed chunk.
+        """
+        frames = pcm_to_float(chunk, self.audio_config)
+        if chunk.stamp is None:
+            return False
+        first = front_end.stamp_to_sample(chunk.stamp)
+        if first is None:
+            return False
+        self._last_played = now
+        mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
+        samples = self._to_16k(mono, chunk, first)
+        self.reference.write(samples, self._next_ref)
+        self._next_ref += len(samples)
+        return True
+
+    def _to_16k(self, mono: np.ndarray, chunk: PcmChunk, first: int) -> np.ndarray:
+        """Resample a played chunk; one stream per continuous run keeps its edges clean."""
+        rate = chunk.sample_rate
+        continues = (self._played_end is not None and self._played_end[0] == rate
+                     and abs(self._played_end[1] - chunk.stamp) <= CONTINUOUS_S)
+        if not continues:
+            soxr = require_module("soxr", "the played audio is resampled to 16 kHz with it")
+            self._resampler = None if rate == MODEL_SAMPLE_RATE else soxr.ResampleStream(
+                rate, MODEL_SAMPLE_RATE, 1, dtype="float32")
+            self._next_ref = first
+        self._played_end = (rate, chunk.stamp + len(mono) / rate)
+        mono = np.ascontiguousarray(mono, np.float32)
+        return mono if self._resampler is None else self._resampler.resample_chunk(mono)
+
+    def live(self, now: float) -> bool:
+        """True while cancellation runs: enabled, library present, a recent played chunk."""
+        if not self.config.cancel or self._last_played is None:
+            return False
+        if now - self._last_played > self.config.reference_timeout_s:
+            return False
+        return self._load()
+
+    def _load(self) -> bool:
+        if self._canceller is None and self.unavailable is None:
+            try:
+                self._canceller = WebRtcCanceller(self.config.noise_suppression)
+            except MissingModuleError as error:
+                self.unavailable = str(error)
+        return self._canceller is not None
+
+    def process(self, samples: np.ndarray, first: int, now: float) -> tuple[np.ndarray, int]:
+        """Cancel echo in microphone samples at timeline index `first`; returns (out, out_first).
+
+        Only whole 10 ms frames come out while cancelling; the rest waits for the next call.
+        """
+        if len(self._pending) and self._pending_first + len(self._pending) != first:
+            self._pending = np.zeros(0, np.float32)  # the stream jumped: restart framing
+        if not len(self._pending):
+            self._pending_first = first
+        self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        out_first = self._pending_first
+        if not self.live(now):
+            out, self._pending = self._pending, np.zeros(0, np.float32)
+            return out, out_first
+        whole = len(self._pending) // FRAME * FRAME
+        out = np.empty(whole, np.float32)
+        for start in range(0, whole, FRAME):
+            out[start:start + FRAME] = self._frame(self._pending[start:start + FRAME],
+                                                   self._pending_first + start)
+        self._pending = self._pending[whole:]
+        self._pending_first += whole
+        return out, out_first
+
+    def _frame(self, near: np.ndarray, index: int) -> np.ndarray:
+        far = self.reference.read(index, FRAME)
+        out = self._canceller.process(far, near)
+        if float(np.mean(far * far)) > SILENT_REFERENCE:
+            self.stats.frames += 1
+            self.stats.mic_energy += float(np.dot(near, near))
+            self.stats.out_energy += float(np.dot(out, out))
+        return out
