@@ -15,6 +15,7 @@ from stream_omni_ros.engine.responder import (AudioPiece, Done, HistoryTurn, Res
 from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 
 ECHO_SAMPLE_RATE = 22050
+HEARD_SAMPLE_RATE = 16000  # TurnRequest.audio: the engine's 16 kHz mono timeline
 
 
 def describe_audio(audio: np.ndarray) -> str:
@@ -28,9 +29,13 @@ class EchoResponder:
     Honours the turn's speak and max_new_tokens; sampling options have nothing to sample.
     """
 
-    def __init__(self, seconds_per_word: float = 0.25, sample_rate: int = ECHO_SAMPLE_RATE):
+    def __init__(self, seconds_per_word: float = 0.25, sample_rate: int = ECHO_SAMPLE_RATE,
+                 replay_heard: bool = False):
         self.seconds_per_word = seconds_per_word
         self.sample_rate = sample_rate
+        # a parrot: a spoken turn is answered with the speech heard (a voice, unlike the tones,
+        # that a VAD takes for speech: what a room's echo test needs)
+        self.replay_heard = replay_heard
         self.prepared: tuple[tuple[HistoryTurn, ...], str, np.ndarray | None] | None = None
         self.responses_started = 0
 
@@ -72,11 +77,16 @@ class EchoResponder:
         if limit is not None and len(words) > limit:
             words, reason = words[:limit], "max_new_tokens"
         text = ""
+        replay = None
+        if self.replay_heard and request.audio is not None and len(request.audio):
+            replay = np.array_split(request.audio.astype(np.float32), len(words))
         for index, word in enumerate(words):
             delta = word if index == 0 else " " + word
             text += delta
             yield TextPiece(delta, text)
-            if request.speak:
+            if request.speak and replay is not None:
+                yield AudioPiece(replay[index], HEARD_SAMPLE_RATE)
+            elif request.speak:
                 yield AudioPiece(self._tone(index), self.sample_rate)
         yield Done(reason, len(words))
 
