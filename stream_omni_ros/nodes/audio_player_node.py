@@ -1,23 +1,34 @@
 """audio_player_node: plays `audio/out` AudioChunks on a speaker (PortAudio via pyaudio).
 
 Flushes queued speech on `~/stop_speaking` and, for barge-in, when `state` reports
-USER_SPEAKING; chunks still arriving for a flushed turn are dropped. Publishes nothing.
+USER_SPEAKING; chunks still arriving for a flushed turn are dropped. Publishes what it played on
+`audio/played` (stamped when the first sample reaches the device: the echo canceller's
+reference) and `robot_speaking` (std_msgs/Bool, latched) from the first played sample to the last.
 """
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
+import numpy as np
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from stream_omni_ros.errors import ConfigError, InputError
 from stream_omni_ros.msg import AudioChunk, NodeState
-from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
+from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm, pcm_to_audio_msg
 from stream_omni_ros.nodes.node_process import exit_process, spin_node
 from stream_omni_ros.nodes.params import LiveConfig
 from stream_omni_ros.nodes.playback import Playback
 from stream_omni_ros.nodes.sound_devices import OUTPUT, find_device, open_portaudio
+
+
+SPEAKING_POLL_S = 0.02  # how often the end of speech is checked for robot_speaking
+FLUSH_TAIL_S = 0.1  # after a flush, about one device latency of audio is still heard
 
 
 @dataclass(frozen=True)
@@ -60,8 +71,21 @@ class AudioPlayerNode(Node):
             self.audio.terminate()
             raise
         initial_fmt = (config.initial_sample_rate, 1) if config.initial_sample_rate else None
+        self.played_seq = 0
+        self.speaking = False  # what robot_speaking last said
+        self.speaking_until: float | None = None  # monotonic time the last sample is heard
+        self.speaking_lock = threading.Lock()
+        self.played_pub = self.create_publisher(
+            AudioChunk, "audio/played", QoSProfile(depth=500,
+                                                   reliability=ReliabilityPolicy.RELIABLE))
+        self.speaking_pub = self.create_publisher(Bool, "robot_speaking", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self._publish_speaking(False)
+        self.create_timer(SPEAKING_POLL_S, self._check_speaking_end)
         self.playback = Playback(self.audio, device_index, config.jitter_buffer_s,
-                                 config.max_queue_s, self.get_logger(), initial_fmt)
+                                 config.max_queue_s, self.get_logger(), initial_fmt,
+                                 self._on_played)
         self.last_turn = 0
         self.flushed_turn: int | None = None
         self.rejected = 0
@@ -84,6 +108,34 @@ class AudioPlayerNode(Node):
         self.last_turn = msg.turn_id
         self.playback.put(pcm.samples, pcm.sample_rate, msg.is_final)
 
+    def _on_played(self, frames: np.ndarray, rate: int, dac_delay_s: float,
+                   playing: bool) -> None:
+        """Device thread: report the period just handed to the device, and speaking spans."""
+        stamp = self.get_clock().now() + Duration(nanoseconds=int(dac_delay_s * 1e9))
+        self.played_pub.publish(pcm_to_audio_msg(
+            frames.astype(np.float32) / 32768.0, rate, stamp=stamp.to_msg(),
+            turn_id=self.last_turn, seq=self.played_seq))
+        self.played_seq += 1
+        end = time.monotonic() + dac_delay_s + frames.shape[0] / rate
+        with self.speaking_lock:
+            self.speaking_until = None if playing else end
+            start = not self.speaking
+            self.speaking = True
+        if start:
+            self._publish_speaking(True)
+
+    def _check_speaking_end(self) -> None:
+        """robot_speaking goes false once the last played sample has reached the speaker."""
+        with self.speaking_lock:
+            end = self.speaking_until
+            if not self.speaking or end is None or time.monotonic() < end:
+                return
+            self.speaking, self.speaking_until = False, None
+        self._publish_speaking(False)
+
+    def _publish_speaking(self, speaking: bool) -> None:
+        self.speaking_pub.publish(Bool(data=speaking))
+
     def _on_state(self, msg: NodeState) -> None:
         if msg.state == NodeState.USER_SPEAKING and self.live.value.barge_in:
             self.flush("barge-in")
@@ -98,6 +150,9 @@ class AudioPlayerNode(Node):
         """Silence the speaker, ignore the rest of the current turn; return seconds dropped."""
         self.flushed_turn = self.last_turn or None
         dropped = self.playback.flush()
+        with self.speaking_lock:  # silenced: what the device still holds plays out
+            if self.speaking and self.speaking_until is None:
+                self.speaking_until = time.monotonic() + FLUSH_TAIL_S
         self.get_logger().info(f"{reason}: flushed {dropped:.2f} s (turn {self.last_turn})")
         return dropped
 

@@ -51,6 +51,11 @@ class InputAdapter:
                 AudioChunk, "audio/in", self.on_audio, AUDIO_IN_QOS,
                 callback_group=MutuallyExclusiveCallbackGroup(),
                 event_callbacks=lost_message_counter(counters, "audio")),
+            # what the speaker played, stamped when it reached the device: the echo reference
+            node.create_subscription(
+                AudioChunk, "audio/played", self.on_played, AUDIO_IN_QOS,
+                callback_group=MutuallyExclusiveCallbackGroup(),
+                event_callbacks=lost_message_counter(counters, "played")),
             node.create_subscription(
                 image_type, "image", image_callback, IMAGE_QOS,
                 callback_group=MutuallyExclusiveCallbackGroup(),
@@ -97,6 +102,17 @@ class InputAdapter:
                 self._node.get_logger().info(
                     f"audio/in: converting {msg.sample_rate} Hz x {msg.channels} channel "
                     f"chunks to {MODEL_SAMPLE_RATE} Hz mono")
+
+    def on_played(self, msg: AudioChunk) -> None:
+        """Hand a chunk the speaker played to the engine's echo canceller."""
+        if self._engine is None:  # destroyed: a callback the executor still held
+            return
+        try:
+            self._engine.feed_played(audio_msg_to_pcm_chunk(msg))
+        except InputError as error:
+            self._reject("played", error.reason, error)
+            return
+        self._counters.add("played.accepted")
 
     def on_image(self, msg: Image) -> None:
         """Decode a camera frame and hand it to the engine with its stamp and frame."""

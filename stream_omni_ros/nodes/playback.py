@@ -18,6 +18,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pyaudio
@@ -25,6 +26,10 @@ import pyaudio
 PERIOD_S = 0.02  # how often the helper thread looks for a format change
 UNSPECIFIED = pyaudio.paFramesPerBufferUnspecified
 MAX_DRAIN_S = 0.5  # longest wait for the device to play out before a format change
+
+# on_played(frames int16 [n, channels], sample_rate, seconds until the first reaches the DAC,
+# still_playing): called from the device's thread for every period that carried queued audio
+PlayedCallback = Callable[[np.ndarray, int, float, bool], None]
 
 
 @dataclass
@@ -51,8 +56,10 @@ class Playback:
 
     def __init__(self, audio: pyaudio.PyAudio, device_index: int | None,
                  jitter_buffer_s: float, max_queue_s: float, logger,
-                 initial_fmt: tuple[int, int] | None = None) -> None:
+                 initial_fmt: tuple[int, int] | None = None,
+                 on_played: PlayedCallback | None = None) -> None:
         self.audio, self.device_index, self.logger = audio, device_index, logger
+        self.on_played = on_played
         self.initial_fmt = initial_fmt
         self.jitter_buffer_s, self.max_queue_s = jitter_buffer_s, max_queue_s
         self.queue: collections.deque[Chunk] = collections.deque()
@@ -107,8 +114,8 @@ class Playback:
         return (self.queued_s >= self.jitter_buffer_s or self.end_of_stream
                 or waited >= self.jitter_buffer_s)
 
-    def _fill(self, out: np.ndarray) -> None:
-        """Copy queued frames of the stream's format into `out` [frames, channels]."""
+    def _fill(self, out: np.ndarray) -> int:
+        """Copy queued frames of the stream's format into `out` [frames, channels]; count."""
         filled = 0
         while filled < out.shape[0] and self.queue and self.queue[0].fmt == self.stream_fmt:
             head = self.queue[0]
@@ -121,13 +128,18 @@ class Playback:
                 self.queue.popleft()
         if not self.queue:  # underrun or done: buffer again before the next start
             self.playing, self.waiting_since, self.end_of_stream = False, None, False
+        return filled
 
-    def _on_output(self, _in_data, frame_count: int, _time_info, _status):
+    def _on_output(self, _in_data, frame_count: int, time_info, _status):
         out = np.zeros((frame_count, self.stream_fmt[1]), np.int16)  # silence by default
+        filled = 0
         with self.cond:
             if self.queue and self._ready():
                 self.playing = True
-                self._fill(out)
+                filled = self._fill(out)
+            playing = self.playing
+        if filled and self.on_played is not None:
+            self.on_played(out[:filled], self.stream_fmt[0], _dac_delay(time_info), playing)
         return out.tobytes(), pyaudio.paContinue
 
     def _manage_stream(self) -> None:
@@ -167,3 +179,9 @@ class Playback:
         if self.stream is not None:
             self.stream.close()
         self.stream, self.stream_fmt = None, None
+
+
+def _dac_delay(time_info: dict) -> float:
+    """Seconds from now until the period's first frame reaches the converter (0 if unknown)."""
+    dac, now = time_info.get("output_buffer_dac_time", 0.0), time_info.get("current_time", 0.0)
+    return min(max(0.0, dac - now), 1.0) if dac and now else 0.0

@@ -4,8 +4,10 @@ from __future__ import annotations
 import re
 import signal
 
+import numpy as np
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from stream_omni_ros.msg import AudioChunk, NodeState
@@ -104,3 +106,27 @@ def test_user_speaking_state_is_barge_in(player, ros_node, sound):
 
     played = interrupt_a_long_answer(ros_node, sound, audio_pub, recording, user_speaks)
     assert 0.3 <= played < 2.0, played  # stopped mid-turn; the late chunks are not played
+
+
+def test_played_audio_is_reported_with_stamps_and_robot_speaking_spans_it(player, ros_node,
+                                                                           sound):
+    audio_pub, _, _, _ = player
+    played, speaking = [], []
+    ros_node.create_subscription(AudioChunk, "audio/played", played.append, QoSProfile(
+        depth=500, reliability=ReliabilityPolicy.RELIABLE))
+    ros_node.create_subscription(Bool, "robot_speaking", lambda m: speaking.append(m.data),
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    assert sound.spin_until(ros_node, lambda: speaking == [False], 60.0), speaking  # latched
+    tone = sound.tone(440.0, 0.6, 22050)
+    publish_tone(audio_pub, sound, 440.0, 0.6, 22050, turn_id=5)
+    assert sound.spin_until(ros_node, lambda: speaking == [False, True, False], 60.0), speaking
+    # Every sample played exactly once, in order, each chunk stamped where the previous ended
+    # (the device's clock paces them), all of turn 5.
+    pcm = np.concatenate([np.frombuffer(bytes(m.data), "<i2") for m in played])
+    expected = (np.clip(tone, -1, 32767 / 32768) * 32768).round().astype(np.int16)
+    assert np.array_equal(pcm, expected)
+    assert {(m.turn_id, m.sample_rate, m.channels) for m in played} == {(5, 22050, 1)}
+    assert [m.seq for m in played] == list(range(played[0].seq, played[0].seq + len(played)))
+    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in played]
+    assert all(later > earlier for earlier, later in zip(stamps, stamps[1:]))
