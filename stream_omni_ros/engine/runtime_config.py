@@ -36,8 +36,9 @@ SPEECH_TOKENIZER_FILE = "speech_tokenizer_v1.onnx"
 VOCODER_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 _GEN = GenerationConfig  # defaults below are read from the model's own dataclass
 # model: the checkpoint; echo: EchoResponder (no model, for simulation and CI runs of the graph);
-# passthrough: fixed-length answers of generation.max_new_tokens / max_new_units, for benchmarks.
-RESPONDERS = ("model", "echo", "passthrough")
+# passthrough: fixed-length answers of generation.max_new_tokens / max_new_units, for benchmarks;
+# parrot: EchoResponder speaking the heard speech back (a voice: echo-cancellation tests).
+RESPONDERS = ("model", "echo", "passthrough", "parrot")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ class RuntimeConfig:
     """Everything needed to load the model side of the assistant."""
 
     responder: str = described(
-        "model", "what answers: model (the checkpoint), echo or passthrough (no model, no GPU)")
+        "model", "what answers: model (the checkpoint), echo, parrot or passthrough (no model, "
+        "no GPU)")
     device: str = described("cpu", "torch device of model and vocoder, e.g. cpu, cuda, cuda:1")
     dtype: str = described("bf16", "float type of the Stream-Omni weights: bf16, fp16 or fp32")
     quantization: str = described(
@@ -171,8 +173,8 @@ def _require_folder(value: str, name: str, holds: str) -> Path:
 
 def load_responder(config: RuntimeConfig) -> Responder:
     """The Responder that config.responder names: the loaded model or a model-free stand-in."""
-    if config.responder == "echo":
-        return EchoResponder()
+    if config.responder in ("echo", "parrot"):
+        return EchoResponder(replay_heard=config.responder == "parrot")
     if config.responder == "passthrough":
         limits = config.generation.to_generation_config()  # validates the two lengths
         return PassThroughResponder(limits.max_new_tokens, limits.max_new_units)

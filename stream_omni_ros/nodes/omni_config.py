@@ -12,7 +12,8 @@ AUDIO_OUT_ENCODINGS = ("F32LE", "S16LE")
 RUNTIME_SAFE_ENGINE_FIELDS = (
     "conversation.system_prompt", "conversation.speak", "conversation.use_camera",
     "vad.threshold", "listen.mode", "listen.barge_in", "listen.half_duplex",
-    "listen.late_audio_wait_s", "image.max_age_s", "image.frame_at")
+    "listen.late_audio_wait_s", "echo.cancel", "echo.without_reference", "image.max_age_s",
+    "image.frame_at")
 
 
 @dataclass(frozen=True)
