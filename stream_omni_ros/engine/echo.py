@@ -139,13 +139,23 @@ class EchoCanceller:
         continues = (self._played_end is not None and self._played_end[0] == rate
                      and abs(self._played_end[1] - chunk.stamp) <= CONTINUOUS_S)
         if not continues:
+            self._drain_resampler()
             soxr = require_module("soxr", "the played audio is resampled to 16 kHz with it")
+            # LQ holds back about one 20 ms chunk (HQ two): the reference must arrive before
+            # the microphone audio it cancels
             self._resampler = None if rate == MODEL_SAMPLE_RATE else soxr.ResampleStream(
-                rate, MODEL_SAMPLE_RATE, 1, dtype="float32")
+                rate, MODEL_SAMPLE_RATE, 1, dtype="float32", quality="LQ")
             self._next_ref = first
         self._played_end = (rate, chunk.stamp + len(mono) / rate)
         mono = np.ascontiguousarray(mono, np.float32)
         return mono if self._resampler is None else self._resampler.resample_chunk(mono)
+
+    def _drain_resampler(self) -> None:
+        """The end of a played run: its last samples, held in the resampler, go in place."""
+        if self._resampler is not None:
+            tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            self.reference.write(tail, self._next_ref)
+            self._resampler = None
 
     def live(self, now: float) -> bool:
         """True while cancellation runs: enabled, library present, a recent played chunk."""

@@ -1,0 +1,87 @@
+"""Echo canceller parts: reference window, stamps alignment, pass-through and the fallback."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_omni_ros.bench import echo as echo_bench
+from stream_omni_ros.engine.audio_input import AudioFrontEnd, PcmChunk
+from stream_omni_ros.engine.config import EchoConfig
+from stream_omni_ros.engine.echo import EchoCanceller, ReferenceBuffer, float_to_pcm16
+from stream_omni_ros.engine.events import InputWarning, SpeechInterrupted, TurnFinished
+from stream_omni_ros.errors import ConfigError, InputError
+
+
+def test_reference_window_keeps_the_newest_samples_and_reads_silence_elsewhere():
+    buffer = ReferenceBuffer(100)
+    buffer.write(np.arange(1, 61, dtype=np.float32), 0)
+    buffer.write(np.full(60, -1.0, np.float32), 80)  # slides the window to [40, 140)
+    assert np.array_equal(buffer.read(30, 20), np.r_[np.zeros(10), np.arange(41, 51)])
+    assert np.array_equal(buffer.read(60, 30), np.r_[np.zeros(20), -np.ones(10)])
+    assert not buffer.read(200, 10).any()
+
+
+def test_without_reference_audio_passes_unchanged_and_whole():
+    canceller = EchoCanceller(EchoConfig())
+    samples = np.linspace(-0.5, 0.5, 250, dtype=np.float32)
+    out, first = canceller.process(samples, 0, now=0.0)
+    assert first == 0 and np.array_equal(out, samples)
+    assert not canceller.live(0.0)
+
+
+def test_played_audio_is_placed_by_stamps_on_the_microphone_timeline():
+    front_end, canceller = AudioFrontEnd(), EchoCanceller(EchoConfig())
+    front_end.convert(PcmChunk(float_to_pcm16(np.zeros(1600)), 16000, stamp=50.0))
+    tone = 0.25 * np.ones(441, np.float32)  # 20 ms at 22050 Hz, 0.05 s after the mic began
+    assert canceller.add_played(PcmChunk(float_to_pcm16(tone), 22050, stamp=50.05), 50.1,
+                                front_end)
+    later = PcmChunk(float_to_pcm16(np.zeros(160)), 16000, stamp=50.5)  # another run begins
+    assert canceller.add_played(later, 50.5, front_end)
+    placed = canceller.reference.read(0, 1600)
+    loud = np.flatnonzero(np.abs(placed) > 0.2)
+    assert abs(loud[0] - 800) <= 16 and abs(len(loud) - 320) <= 32  # at 0.05 s, 20 ms long
+    assert canceller.live(50.1) and not canceller.live(50.1 + 31.0)  # reference_timeout_s
+
+
+def test_unplaceable_or_malformed_played_audio():
+    front_end, canceller = AudioFrontEnd(), EchoCanceller(EchoConfig())
+    chunk = PcmChunk(float_to_pcm16(np.zeros(160)), 16000, stamp=10.0)
+    assert not canceller.add_played(chunk, 10.0, front_end)  # the microphone has no stamps yet
+    with pytest.raises(InputError, match="encoding"):
+        canceller.add_played(PcmChunk(b"\0\0", 16000, encoding="MP3", stamp=1.0), 1.0,
+                             front_end)
+    with pytest.raises(ConfigError, match="echo.without_reference"):
+        EchoConfig(without_reference="maybe")
+
+
+def test_cancellation_cost_and_erle_in_the_simulated_room():
+    cost, erle = echo_bench.run(8.0)
+    print(f"echo cancellation: {cost:.2%} of a core, ERLE {erle:.1f} dB")
+    assert erle >= 20.0 and cost > 0
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16000), np.float32)
+
+
+def test_without_reference_speech_during_playback_does_not_barge_in_and_says_why(
+        engine_factory, speak, mic, collect, manual_clock):
+    speaker = manual_clock()
+    engine = engine_factory(playback_clock=speaker)  # echo.without_reference = no_barge_in
+    mic = mic(engine)
+    turn = engine.request_turn("one two three four five six seven eight nine ten")
+    collect(engine)
+    speaker.advance(1.0)
+    for _ in range(2):
+        mic.play(speak("Wait."))
+        mic.play(silence(0.6))
+    assert engine.state == "speaking"
+    speaker.advance(3.0)
+    mic.play(silence(0.1))
+    events = []
+    while (event := engine.get_event(timeout=0.5)) is not None:
+        events.append(event)
+    assert not [e for e in events if isinstance(e, (SpeechInterrupted, TurnFinished))]
+    warnings = [e for e in events if isinstance(e, InputWarning)]
+    assert [w.kind for w in warnings] == ["no_echo_reference"]  # once, not per utterance
+    assert "audio/played" in warnings[0].message and turn == 1
