@@ -28,6 +28,7 @@ IMPORT_SOURCES = {
     "huggingface_hub": "python3-transformers-pip", "onnxruntime": "python3-onnxruntime-pip",
     "silero_vad": "python3-silero-vad-pip", "rosbags": "python3-rosbags-pip",
     "soxr": ROBOT_REQUIREMENTS, "rosbags.image": ROBOT_REQUIREMENTS,
+    "livekit": ROBOT_REQUIREMENTS,
 }
 # The runtime: what the nodes and the launch files run on a robot (no demo, bench, test assets).
 RUNTIME_FOLDERS = ("engine", "model", "vocoder", "nodes")
@@ -106,7 +107,8 @@ def import_problem(module: str, keys: set[str], pip: set[str]) -> str | None:
     if source is None:
         return "no rosdep key or pip requirement known for it"
     if source == ROBOT_REQUIREMENTS:
-        distribution = module.replace(".", "-").replace("_", "-")
+        known = module if module in IMPORT_SOURCES else top  # livekit.rtc: livekit
+        distribution = known.replace(".", "-").replace("_", "-")
         return None if distribution in pip else f"not in {ROBOT_REQUIREMENTS}"
     return None if source in keys else f"package.xml lacks {source}"
 
