@@ -17,8 +17,8 @@ from transformers import PreTrainedTokenizerFast
 from stream_omni_ros.errors import CheckpointError, ConfigError
 from stream_omni_ros.model.config import (VISION_PREFIX, StreamOmniConfig, tokenizer_report,
                                           weights_report)
-from stream_omni_ros.model.quantization import (QUANTIZATIONS, quantize_loaded,
-                                                quantize_model, require_bitsandbytes)
+from stream_omni_ros.model.quantization import (QUANTIZATIONS, quantize_model,
+                                                quantize_module, require_bitsandbytes)
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
 logger = logging.getLogger(__name__)
@@ -79,11 +79,11 @@ def load_stream_omni(path_or_hub_id: str, options: LoadOptions = LoadOptions(),
         model = StreamOmniForCausalLM(config)
     unexpected = check_keys_and_shapes(model, shapes, folder)
     load_device = "cpu" if options.quantization != "none" else options.device
-    # Quantized settings quantize each module as soon as its file is read (CPU memory holds one
-    # file in the model dtype at a time), then move the rest to the device.
-    after_file = None if options.quantization == "none" else functools.partial(
-        quantize_loaded, model, options.quantization, options.device, options.torch_dtype)
-    assign_weights(model, sources, torch.device(load_device), options.torch_dtype, after_file)
+    # Quantized settings quantize each module as soon as its weight is read (CPU memory holds
+    # the quantized model and one weight in the model dtype), then move the rest to the device.
+    after_tensor = None if options.quantization == "none" else functools.partial(
+        quantize_owner, model, options.quantization, options.device, options.torch_dtype)
+    assign_weights(model, sources, torch.device(load_device), options.torch_dtype, after_tensor)
     quantize_model(model, options.quantization, options.device)
     model.eval().requires_grad_(False)
     tokenizer = load_tokenizer(folder, config)
@@ -222,8 +222,11 @@ def check_keys_and_shapes(model: torch.nn.Module, shapes: Mapping[str, tuple[int
 
 def assign_weights(model: torch.nn.Module, sources: Mapping[str, tuple[Path, str]],
                    device: torch.device, dtype: torch.dtype,
-                   after_file: Callable[[], None] | None = None) -> None:
-    """Read each file once and assign its tensors in place of the meta parameters."""
+                   after_tensor: Callable[[str], None] | None = None) -> None:
+    """Read each file once and assign its tensors in place of the meta parameters.
+
+    after_tensor(key) runs after each assignment (the quantized settings quantize there).
+    """
     expected = set(model.state_dict())
     by_file: dict[Path, list[tuple[str, str]]] = {}
     for key, (path, stored_key) in sources.items():
@@ -235,9 +238,16 @@ def assign_weights(model: torch.nn.Module, sources: Mapping[str, tuple[Path, str
                 tensor = handle.get_tensor(stored_key)
                 assign_tensor(model, key, tensor.to(dtype) if tensor.is_floating_point()
                               else tensor)
-        if after_file is not None:
-            after_file()
+                del tensor  # the module holds it until it is quantized
+                if after_tensor is not None:
+                    after_tensor(key)
     materialize_buffers(model, device)
+
+
+def quantize_owner(model: torch.nn.Module, quantization: str, device: str,
+                   dtype: torch.dtype, key: str) -> None:
+    """Quantize the module owning the tensor at key once all its tensors are loaded."""
+    quantize_module(model, key.rpartition(".")[0], quantization, device, dtype)
 
 
 def assign_tensor(model: torch.nn.Module, key: str, tensor: torch.Tensor) -> None:

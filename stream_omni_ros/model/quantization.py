@@ -32,6 +32,7 @@ STACKS = ("model.layers", "model.bottom_audio_layers", "model.top_audio_layers")
 NF4_BLOCK = 64  # values per NF4 absmax (bitsandbytes' default blocksize)
 NESTED_BLOCK = 256  # absmax values per nested (double-quantization) scale
 INT8_ROW_SCALE_BYTES = 4  # LLM.int8 keeps one float32 scale per output row (SCB)
+CHUNK_VALUES = 1 << 24  # values quantized at once: bounds the float copies bitsandbytes makes
 
 
 def require_bitsandbytes(quantization: str) -> None:
@@ -70,34 +71,39 @@ def quantization_targets(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, module
 
 
-def quantize_loaded(model: nn.Module, quantization: str, device: str, dtype: torch.dtype,
-                    ) -> None:
-    """Quantize the targets whose weights are loaded already and leave the rest as they are.
+def quantize_module(model: nn.Module, name: str, quantization: str, device: str,
+                    dtype: torch.dtype) -> bool:
+    """Replace the module at name if it is a target whose tensors are all loaded.
 
-    The loader calls this after each weights file, so that the CPU holds at most one file's
-    tensors in the model dtype, never the whole model. `dtype` is the model's activation dtype.
+    The loader calls this after each tensor it assigns, so that the CPU holds the quantized
+    model plus one weight in the model dtype, never a whole file or model of them.
     """
     if quantization == "none":
-        return
+        return False
+    module = model.get_submodule(name)
+    if type(module) not in (nn.Linear, nn.Embedding) or not is_quantized_name(name, module):
+        return False
+    if any(tensor.is_meta for tensor in module.parameters()):
+        return False
     require_bitsandbytes(quantization)
-    bnb = import_bitsandbytes()
-    for name, module in list(quantization_targets(model)):
-        if type(module) in (nn.Linear, nn.Embedding) and not module.weight.is_meta:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, _replacement(bnb, module, quantization, dtype).to(device))
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, _replacement(import_bitsandbytes(), module, quantization, dtype,
+                                        device))
+    return True
 
 
 def quantize_model(model: nn.Module, quantization: str, device: str) -> None:
     """Replace the targets with bitsandbytes layers in place, then move everything to device.
 
-    bitsandbytes quantizes a weight when it moves from the CPU to the device, so weights on
-    the CPU (the loader's case) never reach the GPU in full precision; weights already on the
-    device go through the CPU one module at a time.
+    Each weight is quantized on the device a chunk of rows at a time, so the device never
+    holds a full-precision copy of a target that was on the CPU.
     """
     if quantization == "none":
         return
-    quantize_loaded(model, quantization, device, model.model.norm.weight.dtype)
+    dtype = model.model.norm.weight.dtype
+    for name, _ in list(quantization_targets(model)):
+        quantize_module(model, name, quantization, device, dtype)
     model.to(device)
 
 
@@ -121,35 +127,92 @@ def import_bitsandbytes() -> Any:
 
 
 def _replacement(bnb: Any, module: nn.Module, quantization: str, dtype: torch.dtype,
-                 ) -> nn.Module:
+                 device: str) -> nn.Module:
     if isinstance(module, nn.Embedding):
-        return _quantized_table(bnb, module, quantization, dtype)
-    return _quantized_linear(bnb, module, quantization, dtype)
+        return _quantized_table(bnb, module, quantization, dtype, device)
+    return _quantized_linear(bnb, module, quantization, dtype, device)
 
 
 def _quantized_linear(bnb: Any, linear: nn.Linear, quantization: str, dtype: torch.dtype,
-                      ) -> nn.Module:
+                      device: str) -> nn.Module:
     """One LLM.int8 or NF4 (double-quantized) layer holding `linear`'s weights."""
     has_bias = linear.bias is not None
+    # Built on meta: bitsandbytes' constructors would allocate a float32 weight of full size.
     if quantization == "8bit":
         layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias,
-                                    has_fp16_weights=False, threshold=6.0)
-        layer.weight = bnb.nn.Int8Params(linear.weight.data.cpu(), requires_grad=False,
-                                         has_fp16_weights=False)
+                                    has_fp16_weights=False, threshold=6.0, device="meta")
+        layer.weight = int8_rows(bnb, linear.weight.data, device)
     else:
         layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=has_bias,
                                   compute_dtype=dtype, quant_type="nf4",
-                                  compress_statistics=True)
-        layer.weight = bnb.nn.Params4bit(linear.weight.data.cpu(), requires_grad=False,
-                                         quant_type="nf4", compress_statistics=True,
-                                         blocksize=NF4_BLOCK)
+                                  compress_statistics=True, device="meta")
+        layer.weight = nf4_blocks(bnb, linear.weight.data, device)
         # On CPUs with AVX512-BF16 the first call would repack the weight into another layout
         # (unpacking the double-quantized scales, rows a multiple of 32 only); the plain path
         # keeps the stored layout and behaves alike on every CPU.
         layer.support_avx512bf16_for_cpu = False
     if has_bias:
-        layer.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+        layer.bias = nn.Parameter(linear.bias.data.to(device), requires_grad=False)
     return layer
+
+
+def chunk_rows(shape: tuple[int, int], chunk_values: int) -> int:
+    """Rows per quantization chunk: whole NF4 blocks, about chunk_values values at most."""
+    rows, cols = shape
+    per_chunk = max(1, chunk_values // cols)
+    while (per_chunk * cols) % NF4_BLOCK and per_chunk < rows:
+        per_chunk += 1  # a chunk boundary inside an NF4 block would change its absmax
+    return min(rows, per_chunk)
+
+
+def int8_rows(bnb: Any, weight: torch.Tensor, device: str,
+              chunk_values: int = CHUNK_VALUES) -> Any:
+    """LLM.int8 codes and row scales of weight [rows, cols], quantized a chunk of rows at once.
+
+    bitsandbytes' own path converts the whole matrix to float16 and float32 first (about 5x
+    its bf16 bytes at once: 5 GB for a 132352-row head); the scales are per row, so chunks of
+    rows give the same codes and scales.
+    """
+    rows, cols = weight.shape
+    codes = torch.empty(rows, cols, dtype=torch.int8, device=device)
+    scales = torch.empty(rows, dtype=torch.float32, device=device)
+    step = chunk_rows((rows, cols), chunk_values)
+    for start in range(0, rows, step):
+        part = weight[start:start + step].to(device=device, dtype=torch.float16)
+        codes[start:start + step], scales[start:start + step], _ = (
+            bnb.functional.int8_vectorwise_quant(part))
+    return bnb.nn.Int8Params(codes, requires_grad=False, has_fp16_weights=False, CB=codes,
+                             SCB=scales)
+
+
+def nf4_blocks(bnb: Any, weight: torch.Tensor, device: str,
+               chunk_values: int = CHUNK_VALUES) -> Any:
+    """NF4 codes of weight [rows, cols] with double-quantized block scales, by chunks of rows.
+
+    Chunks hold whole blocks of NF4_BLOCK values, so codes and block scales equal those of
+    the whole matrix; the scales are then double-quantized together as bitsandbytes does.
+    """
+    functional = bnb.functional
+    rows, cols = weight.shape
+    step = chunk_rows((rows, cols), chunk_values)
+    codes, scales = [], []
+    for start in range(0, rows, step):
+        part = weight[start:start + step].to(device)
+        packed, state = functional.quantize_4bit(part, blocksize=NF4_BLOCK, quant_type="nf4",
+                                                 compress_statistics=False)
+        codes.append(packed)
+        scales.append(state.absmax)
+    absmax = torch.cat(scales)
+    offset = absmax.mean()
+    nested, nested_state = functional.quantize_blockwise(absmax - offset,
+                                                         blocksize=NESTED_BLOCK)
+    state = functional.QuantState(
+        absmax=nested, shape=weight.shape, dtype=weight.dtype, blocksize=NF4_BLOCK,
+        code=functional.get_4bit_type("nf4", device=device), quant_type="nf4", offset=offset,
+        state2=nested_state)
+    return bnb.nn.Params4bit(torch.cat(codes), requires_grad=False, quant_state=state,
+                             blocksize=NF4_BLOCK, compress_statistics=True, quant_type="nf4",
+                             bnb_quantized=True)
 
 
 class CastTable(nn.Module):
@@ -166,18 +229,16 @@ class CastTable(nn.Module):
 
 
 def _quantized_table(bnb: Any, table: nn.Embedding, quantization: str, dtype: torch.dtype,
-                     ) -> nn.Module:
+                     device: str) -> nn.Module:
     """An 8-bit or NF4 embedding table holding `table`'s rows."""
     rows, width = table.weight.shape
     if quantization == "8bit":
-        layer = bnb.nn.Embedding8bit(rows, width)
-        layer.weight = bnb.nn.Int8Params(table.weight.data.cpu(), requires_grad=False,
-                                         has_fp16_weights=False)
+        layer = bnb.nn.Embedding8bit(rows, width, device="meta")
+        layer.weight = int8_rows(bnb, table.weight.data, device)
     else:
-        layer = bnb.nn.EmbeddingNF4(rows, width, dtype=dtype)
-        layer.weight = bnb.nn.Params4bit(table.weight.data.cpu(), requires_grad=False,
-                                         quant_type="nf4", compress_statistics=True,
-                                         blocksize=NF4_BLOCK)
+        layer = bnb.nn.EmbeddingNF4(rows, width, dtype=dtype, device="meta")
+        layer.weight = nf4_blocks(bnb, table.weight.data, device)
+        layer.weight.module = layer
     return CastTable(layer, dtype)
 
 

@@ -18,9 +18,10 @@ from stream_omni_ros.model.events import GenerationEnd, SpeechUnits, TextDelta
 from stream_omni_ros.model.compiled import CompiledDecodeConfig
 from stream_omni_ros.model.generation import StreamOmniGenerator
 from stream_omni_ros.model.request import SPEECH_IN, GenerationConfig, GenerationRequest
-from stream_omni_ros.model.quantization import (QUANTIZED_HEADS, QUANTIZED_TABLES,
-                                                quantization_targets, quantize_model,
-                                                stored_bytes)
+from stream_omni_ros.model.quantization import (NF4_BLOCK, QUANTIZED_HEADS, QUANTIZED_TABLES,
+                                                chunk_rows, import_bitsandbytes, int8_rows,
+                                                nf4_blocks, quantization_targets,
+                                                quantize_model, stored_bytes)
 from stream_omni_ros.model.random_weights import build_full
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 
@@ -125,6 +126,28 @@ def test_quantized_compiled_decode_is_refused_where_it_cannot_run():
                          model=ModelConfig(compile_decode=True)).model.compile_decode
 
 
+@pytest.mark.parametrize("shape", [(200, 96), (37, 64)])
+def test_quantizing_by_chunks_of_rows_stores_what_bitsandbytes_stores_for_the_whole(shape):
+    bnb = import_bitsandbytes()
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    chunk = 2 * shape[1] + 1  # several chunks, the last one short
+    assert chunk_rows(shape, chunk) < shape[0]
+    whole = bnb.nn.Int8Params(weight.clone(), requires_grad=False,
+                              has_fp16_weights=False).to("cpu")
+    rows = int8_rows(bnb, weight, "cpu", chunk)
+    assert torch.equal(rows.data, whole.data) and torch.equal(rows.SCB, whole.SCB)
+    whole = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4",
+                              compress_statistics=True, blocksize=NF4_BLOCK).to("cpu")
+    blocks = nf4_blocks(bnb, weight, "cpu", chunk)
+    assert torch.equal(blocks.data, whole.data)
+    ours, theirs = blocks.quant_state, whole.quant_state
+    for name in ("absmax", "offset", "code"):
+        assert torch.equal(getattr(ours, name), getattr(theirs, name)), name
+    assert torch.equal(ours.state2.absmax, theirs.state2.absmax)
+    assert (ours.shape, ours.dtype, ours.blocksize) == (theirs.shape, theirs.dtype,
+                                                        theirs.blocksize)
+
+
 @pytest.mark.full_width
 @pytest.mark.skipif(not FULL_WIDTH, reason="8 GB of weights: set STREAM_OMNI_FULL_WIDTH=1")
 @pytest.mark.parametrize("quantization", ["8bit", "4bit"])
@@ -143,9 +166,8 @@ def test_one_layer_full_width_model_quantizes_to_the_estimate_and_generates(quan
     assert len(units) == CONFIG.max_new_units and isinstance(end, GenerationEnd)
 
 
-def test_sharded_checkpoint_is_quantized_file_by_file_with_the_same_result(tmp_path):
-    from stream_omni_ros.model.checkpoint import assign_weights, read_checkpoint
-    from stream_omni_ros.model.quantization import quantize_loaded
+def test_sharded_checkpoint_is_quantized_weight_by_weight_with_the_same_result(tmp_path):
+    from stream_omni_ros.model.checkpoint import assign_weights, quantize_owner, read_checkpoint
     from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
     folder = write_tiny_checkpoint(tmp_path / "sharded", "novision")
@@ -155,14 +177,16 @@ def test_sharded_checkpoint_is_quantized_file_by_file_with_the_same_result(tmp_p
         model = StreamOmniForCausalLM(config)
     seen = []
 
-    def after_file():
-        quantize_loaded(model, "8bit", "cpu", torch.float32)
-        seen.append(sorted(type(m).__name__ for _, m in quantization_targets(model)))
+    def after_tensor(key):
+        quantize_owner(model, "8bit", "cpu", torch.float32, key)
+        seen.append(sum(type(m) is torch.nn.Linear and not m.weight.is_meta
+                        for _, m in quantization_targets(model)))
 
-    assign_weights(model, sources, torch.device("cpu"), torch.float32, after_file)
-    assert len(seen) == len(set(files.values()))
-    assert "Linear" in seen[0] and seen[-1].count("Linear") == 0  # quantized as files came
-    by_file = load(folder, "8bit").model  # the loader's file-by-file path
+    assign_weights(model, sources, torch.device("cpu"), torch.float32, after_tensor)
+    assert len(seen) == len(files)
+    assert max(seen) == 0  # no loaded target waits in full precision for the rest of its file
+    assert "Linear" not in {type(m).__name__ for _, m in quantization_targets(model)}
+    by_file = load(folder, "8bit").model  # the loader's weight-by-weight path
     whole = load(folder, "none").model
     quantize_model(whole, "8bit", "cpu")
     prompt = torch.arange(1, 9)[None]
