@@ -27,7 +27,7 @@ from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, load_stream_omni
 from stream_omni_ros.model.generation import StreamOmniGenerator
 from stream_omni_ros.model.events import AsrTranscript, GenerationEnd, SpeechUnits, TextDelta
-from stream_omni_ros.model.quantization import QUANTIZATIONS, quantize_model
+from stream_omni_ros.model.quantization import QUANTIZATIONS
 from stream_omni_ros.model.random_weights import build_full
 from stream_omni_ros.model.request import GenerationConfig, GenerationRequest
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
@@ -70,9 +70,7 @@ def build_model(args: argparse.Namespace, dtype: str, folder: Path,
     if args.size != "full":
         variant = "square" if args.size == "tiny" else "fullwidth"
         return build_tiny(args.device, dtype, folder, quantization, variant)
-    loaded = build_full(args.device, dtype, layers=args.layers)
-    quantize_model(loaded.model, quantization, args.device)
-    return loaded
+    return build_full(args.device, dtype, layers=args.layers, quantization=quantization)
 
 
 @torch.inference_mode()

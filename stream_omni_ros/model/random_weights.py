@@ -15,6 +15,7 @@ import torch
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.model.checkpoint import LoadedStreamOmni, LoadOptions, materialize_buffers
 from stream_omni_ros.model.config import StreamOmniConfig
+from stream_omni_ros.model.quantization import quantize_module
 from stream_omni_ros.model.stream_omni import StreamOmniForCausalLM
 
 # Llama-3.1-8B-Instruct + Stream-Omni speech stacks (doc/model.md §2.1, §2.2, §3.2)
@@ -76,25 +77,35 @@ def llama3_tokenizer(num_units: int):
 
 @torch.no_grad()
 def random_stream_omni(config: StreamOmniConfig, device: str, dtype: torch.dtype,
-                       seed: int) -> StreamOmniForCausalLM:
-    """Build on meta, allocate once on the device in dtype, fill with cheap random values."""
+                       seed: int, quantization: str = "none") -> StreamOmniForCausalLM:
+    """Build on meta, then allocate, fill (cheap random values) and quantize module by module.
+
+    Memory holds the finished modules plus one being filled, never the whole model in dtype;
+    the random values do not depend on `quantization`, so the settings compare.
+    """
     with torch.device("meta"):
-        model = StreamOmniForCausalLM(config)
-    model = model.to(dtype).to_empty(device=device)
+        model = StreamOmniForCausalLM(config).to(dtype)
     generator = torch.Generator(device=device).manual_seed(seed)
-    for param in model.parameters():
-        if param.ndim == 1:
-            param.fill_(1.0)  # norm scales and biases: keep activations bounded
-        else:
-            param.normal_(0.0, 0.02, generator=generator)
+    for name, module in list(model.named_modules()):
+        params = list(module.parameters(recurse=False))
+        if not params and not list(module.buffers(recurse=False)):
+            continue
+        module.to_empty(device=device, recurse=False)
+        for param in module.parameters(recurse=False):
+            if param.ndim == 1:
+                param.fill_(1.0)  # norm scales and biases: keep activations bounded
+            else:
+                param.normal_(0.0, 0.02, generator=generator)
+        quantize_module(model, name, quantization, device, dtype)
     materialize_buffers(model, torch.device(device))  # to_empty left them unset
     return model.eval().requires_grad_(False)
 
 
 def build_full(device: str, dtype: str, seed: int = 0, vision: bool = False,
-               layers: int = 0) -> LoadedStreamOmni:
+               layers: int = 0, quantization: str = "none") -> LoadedStreamOmni:
     """A LoadedStreamOmni with full-size shapes (see full_config) and random weights."""
     config = StreamOmniConfig.from_dict(full_config(vision, layers))
-    model = random_stream_omni(config, device, LoadOptions(dtype=dtype).torch_dtype, seed)
+    model = random_stream_omni(config, device, LoadOptions(dtype=dtype).torch_dtype, seed,
+                               quantization)
     return LoadedStreamOmni(model, llama3_tokenizer(config.raw["audio_vocab_size"]), config,
                             {}, Path("."))

@@ -7,6 +7,7 @@ import torch
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.bench import model_bench as bench
 from stream_omni_ros.model.config import StreamOmniConfig
+from stream_omni_ros.model.quantization import quantize_model
 from stream_omni_ros.model.random_weights import FULL_CONFIG, full_config, random_stream_omni
 from stream_omni_ros.model.tiny_checkpoint import tiny_config_dict
 
@@ -57,3 +58,20 @@ def test_cache_keyword_follows_the_transformers_signature():
     assert bench.hf_cache_argument(PastKeyValuesForward()) == "past_key_values"
     with pytest.raises(ConfigError, match="neither cache= nor past_key_values="):
         bench.hf_cache_argument(NoCacheForward())
+
+
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_random_model_quantized_module_by_module_equals_the_model_quantized_after(quantization):
+    config = StreamOmniConfig.from_dict(tiny_config_dict("novision"))
+    built = random_stream_omni(config, "cpu", torch.bfloat16, seed=5, quantization=quantization)
+    after = random_stream_omni(config, "cpu", torch.bfloat16, seed=5)
+    quantize_model(after, quantization, "cpu")
+    assert type(built.lm_head) is type(after.lm_head) is not torch.nn.Linear
+    pairs = list(zip(built.named_parameters(), after.named_parameters()))
+    assert len(pairs) == len(list(after.parameters()))
+    for (name, a), (other, b) in pairs:
+        assert name == other and torch.equal(a, b), name
+    assert torch.equal(built.lm_head.weight.quant_state.absmax
+                       if quantization == "4bit" else built.lm_head.weight.SCB,
+                       after.lm_head.weight.quant_state.absmax
+                       if quantization == "4bit" else after.lm_head.weight.SCB)
