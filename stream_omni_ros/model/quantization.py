@@ -195,14 +195,15 @@ def nf4_blocks(bnb: Any, weight: torch.Tensor, device: str,
     functional = bnb.functional
     rows, cols = weight.shape
     step = chunk_rows((rows, cols), chunk_values)
-    codes, scales = [], []
+    codes = torch.empty(-(-rows * cols // 2), 1, dtype=torch.uint8, device=device)
+    absmax = torch.empty(-(-rows * cols // NF4_BLOCK), dtype=torch.float32, device=device)
     for start in range(0, rows, step):
         part = weight[start:start + step].to(device)
         packed, state = functional.quantize_4bit(part, blocksize=NF4_BLOCK, quant_type="nf4",
                                                  compress_statistics=False)
-        codes.append(packed)
-        scales.append(state.absmax)
-    absmax = torch.cat(scales)
+        first = start * cols  # a multiple of NF4_BLOCK (see chunk_rows)
+        codes[first // 2:first // 2 + packed.shape[0]] = packed.view(-1, 1)
+        absmax[first // NF4_BLOCK:first // NF4_BLOCK + state.absmax.numel()] = state.absmax
     offset = absmax.mean()
     nested, nested_state = functional.quantize_blockwise(absmax - offset,
                                                          blocksize=NESTED_BLOCK)
@@ -210,7 +211,7 @@ def nf4_blocks(bnb: Any, weight: torch.Tensor, device: str,
         absmax=nested, shape=weight.shape, dtype=weight.dtype, blocksize=NF4_BLOCK,
         code=functional.get_4bit_type("nf4", device=device), quant_type="nf4", offset=offset,
         state2=nested_state)
-    return bnb.nn.Params4bit(torch.cat(codes), requires_grad=False, quant_state=state,
+    return bnb.nn.Params4bit(codes, requires_grad=False, quant_state=state,
                              blocksize=NF4_BLOCK, compress_statistics=True, quant_type="nf4",
                              bnb_quantized=True)
 
