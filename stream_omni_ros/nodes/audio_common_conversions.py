@@ -109,7 +109,8 @@ class MonoResampler:
 
     def convert(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         """Samples [frames, channels] at `sample_rate` -> mono float32 at the target rate."""
-        mono = np.asarray(samples, np.float32).reshape(len(samples), -1).mean(axis=1)
+        pcm = np.asarray(samples, np.float32)
+        mono = pcm.mean(axis=1) if pcm.ndim == 2 else pcm
         head = np.zeros(0, np.float32)
         if sample_rate != self._source_rate:
             head = self.flush()

@@ -77,6 +77,7 @@ def test_mono_resampler_passes_the_target_rate_through_and_downmixes():
     out = resampler.convert(stereo, 16000)
     np.testing.assert_allclose(out, np.full(160, 0.2, np.float32))
     assert resampler.flush().size == 0
+    assert resampler.convert(np.zeros((0, 1), np.float32), 16000).size == 0  # a final chunk
 
 
 def test_mono_resampler_resamples_chunks_seamlessly_to_the_target_rate():
