@@ -27,6 +27,8 @@ ARGUMENTS = {
     "launch_audio_capture": ("true", "start audio_capture_node (the robot's microphone)"),
     "launch_audio_player": ("true", "start audio_player_node (the robot's speaker)"),
     "autostart": ("true", "configure and activate omni_node without a lifecycle manager"),
+    "launch_audio_common_bridge": ("false", "start audio_common_bridge (audio_common capture "
+                                            "and play topics, hri_msgs LiveSpeech)"),
 }
 # Launch argument -> omni_node parameter, set only when the argument is not empty.
 NODE_PARAMETERS = {"model_path": "model.path", "cosyvoice_path": "cosyvoice.path",
@@ -60,6 +62,11 @@ def launch_setup(context, *args, **kwargs):
         nodes.append(Node(package="stream_omni_ros", executable="audio_player_node",
                           name="audio_player", namespace=value["namespace"], output="screen",
                           parameters=[*files, common]))
+    if is_true(value["launch_audio_common_bridge"]):
+        nodes.append(Node(package="stream_omni_ros", executable="audio_common_bridge",
+                          name="audio_common_bridge", namespace=value["namespace"],
+                          output="screen", parameters=[*files, common],
+                          remappings=[("audio/in", value["audio_in_topic"])]))
     return nodes
 
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[3]
 LAUNCH_FILES = {
     "stream_omni.launch.py": {"namespace", "params_file", "use_sim_time", "model_path",
                               "cosyvoice_path", "device", "image_topic", "audio_in_topic",
-                              "launch_audio_capture", "launch_audio_player", "autostart"},
+                              "launch_audio_capture", "launch_audio_player", "autostart",
+                              "launch_audio_common_bridge"},
     "sim.launch.py": {"namespace", "gz_image_topic", "wav_files", "params_file", "model_path"},
 }
 # The lead writes omni_node after this package's other nodes; until then it may be absent.
