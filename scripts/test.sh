@@ -5,6 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
+# The test-only stand-ins of audio_common_msgs and hri_msgs (cached; never installed).
+bash scripts/build_test_interfaces.sh >/dev/null
 set +u; . "${VENV:-$ROOT/.venv}/env.sh"; set -u
 # A private DDS domain per run so parallel runs on one machine never see each other.
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 100 ))}"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+from rclpy.time import Time
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.config_fields import described
@@ -56,6 +57,9 @@ class CaptureInputConfig:
     audio_topic: str = described("/audio/audio_stamped", "the capture node's audio topic")
     stamped: bool = described(True, (
         "audio_topic carries AudioDataStamped; false: AudioData, stamped on arrival"))
+    header_stamps: bool = described(False, (
+        "keep AudioDataStamped header stamps (audio_capture_node stamps with the GStreamer "
+        "pipeline clock, not ROS time); false: arrival time minus the chunk's duration"))
     info_topic: str = described("/audio/audio_info", "the capture node's AudioInfo topic")
     frame_id: str = described("", "frame_id for audio that carries none (unstamped AudioData)")
     max_chunk_bytes: int = described(1 << 20, "larger AudioData payloads are dropped",
@@ -115,7 +119,7 @@ def import_interfaces(package: str, needed: tuple[str, ...]):
     missing = [name for name in needed if not hasattr(module, name)]
     if missing:
         return None, (f"the installed {package} lacks {missing}: not the released package "
-                      "this bridge speaks (README: audio_common_bridge)")
+                      "this bridge speaks (README: 'ROS audio and HRI standards')")
     return module, ""
 
 
@@ -125,7 +129,7 @@ class Reporter:
     def __init__(self, node: Node) -> None:
         self._node = node
         self.counts: Counter[str] = Counter()
-        self._last_error = ""
+        self._last_error: dict[str, str] = {}  # per source
 
     def reject(self, err: InputError, source: str) -> None:
         """Count a dropped message under its reason; log the error when it is new."""
@@ -133,15 +137,15 @@ class Reporter:
         self.log_once(err, source)
 
     def log_once(self, err: InputError, source: str) -> None:
-        """Log an error unless it is the one logged last."""
-        if str(err) != self._last_error:
-            self._last_error = str(err)
+        """Log an error unless it is the one logged last for that source."""
+        if str(err) != self._last_error.get(source):
+            self._last_error[source] = str(err)
             self._node.get_logger().error(f"{source} refused: {err}")
 
-    def accept(self, what: str) -> None:
-        """Count a message passed on."""
+    def accept(self, what: str, source: str) -> None:
+        """Count a message passed on; the source's next error is logged again."""
         self.counts[what] += 1
-        self._last_error = ""
+        self._last_error.pop(source, None)
 
 
 class CaptureInput:
@@ -177,19 +181,23 @@ class CaptureInput:
         try:
             if self._wave is None:
                 raise self._info_error
-            wave_bytes_to_frames(data, self._wave, self._config.max_chunk_bytes)
+            frames = wave_bytes_to_frames(data, self._wave, self._config.max_chunk_bytes)
         except InputError as err:
             self._report.reject(err, "capture audio")
             return
         chunk = AudioChunk(sample_rate=self._wave.sample_rate, channels=self._wave.channels,
                            encoding=self._wave.sample_format, data=data, seq=self._seq)
-        stamped = self._config.stamped and (msg.header.stamp.sec or msg.header.stamp.nanosec)
-        chunk.header.stamp = msg.header.stamp if stamped else self._node.get_clock().now().to_msg()
+        if self._config.stamped and self._config.header_stamps:
+            chunk.header.stamp = msg.header.stamp
+        else:  # the stamp of an AudioChunk is that of its first sample
+            first_ns = self._node.get_clock().now().nanoseconds \
+                - frames * 10**9 // self._wave.sample_rate
+            chunk.header.stamp = Time(nanoseconds=max(0, first_ns)).to_msg()
         chunk.header.frame_id = (self._config.stamped and msg.header.frame_id) \
             or self._config.frame_id
         self._seq = (self._seq + 1) % 2**32
         self._pub.publish(chunk)
-        self._report.accept("capture.forwarded")
+        self._report.accept("capture.forwarded", "capture audio")
 
 
 class PlayOutput:
@@ -238,7 +246,7 @@ class PlayOutput:
         stamped = self._msgs.AudioDataStamped(header=header)
         stamped.audio.data = data
         self._stamped.publish(stamped)
-        self._report.accept("play.published")
+        self._report.accept("play.published", "audio/out chunk")
 
 
 class LiveSpeechOutput:
@@ -263,7 +271,7 @@ class LiveSpeechOutput:
         self._pub.publish(self._msgs.LiveSpeech(
             header=msg.header, incremental=incremental, final=final,
             confidence=1.0 if msg.is_final else 0.0, language=self._config.language))
-        self._report.accept("live_speech.published")
+        self._report.accept("live_speech.published", "transcript")
 
 
 class AudioCommonBridge(Node):

@@ -192,7 +192,7 @@ def test_mp3_capture_is_refused_naming_format_wave_and_the_bridge_keeps_serving(
         peer, helpers, processes, interfaces_env, tmp_path):
     audio_in = peer.collect(AudioChunk, "audio/in")
     diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
-    bridge = processes("audio_common_bridge", interfaces_env)
+    bridge = processes("audio_common_bridge", interfaces_env, **{"capture.header_stamps": True})
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, (16000, 1)).astype(np.float32)
     chunks_per_file = 50  # 20 ms chunks of 1 s
     capture = processes(["capture", save(tmp_path, "a", noise), "16000", "S16LE", "mp3",
@@ -220,6 +220,8 @@ def test_mp3_capture_is_refused_naming_format_wave_and_the_bridge_keeps_serving(
                and c.header.frame_id == "mic_link" for c in audio_in)
     assert sent.endswith(b"".join(bytes(c.data) for c in audio_in))
     assert [c.seq for c in audio_in] == list(range(forwarded))
+    stamps = [c.header.stamp.sec * 10**9 + c.header.stamp.nanosec for c in audio_in]
+    assert set(np.diff(stamps)) <= {20_000_000}  # the capture's own stamps, 20 ms apart
     assert bridge.process.poll() is None
 
 

@@ -1,4 +1,7 @@
-"""Standard audio / HRI message fields <-> our audio and transcript (pure functions, no ROS)."""
+"""Standard audio / HRI message fields <-> our audio and transcript (pure functions, no ROS).
+
+The last test checks how the bridge picks the interface packages (it imports rclpy).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -102,3 +105,16 @@ def test_voice_id_gives_the_rep155_speech_topic():
     for bad in ("", "a/b", "1abc", "a b"):
         with pytest.raises(ConfigError):
             voice_id_to_speech_topic(bad)
+
+
+def test_interface_packages_are_used_only_when_they_have_the_messages():
+    from stream_omni_ros.nodes.audio_common_bridge import import_interfaces
+    module, why = import_interfaces("std_msgs", ("Header",))
+    assert module is not None and why == ""
+    # a package of the same name with other messages (mgonzs13's audio_common_msgs lacks
+    # AudioDataStamped) is not used
+    module, why = import_interfaces("std_msgs", ("Header", "AudioDataStamped"))
+    assert module is None and "lacks ['AudioDataStamped']" in why
+    module, why = import_interfaces("no_such_msgs", ("AudioData",))
+    assert module is None and "no_such_msgs is not installed" in why
+    assert "ros-" in why and "-no-such-msgs" in why
