@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.config_fields import described
 from stream_omni_ros.errors import ConfigError, InputError
-from stream_omni_ros.msg import AudioChunk, Transcript
+from stream_omni_ros.msg import AudioChunk, NodeState, Transcript
 from stream_omni_ros.nodes.audio_common_conversions import (BYTES_PER_SAMPLE, MAX_SAMPLE_RATE,
                                                            MonoResampler, WaveFormat,
                                                            audio_info_to_wave_format,
@@ -45,6 +46,9 @@ INFO_IN_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 INFO_OUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 INFO_PERIOD_S = 5.0
+PACE_PERIOD_S = 0.02
+STATE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 PARTS_OF = {"audio_common_msgs": "capture input and audio_play output",
             "hri_msgs": "LiveSpeech output"}
 
@@ -77,6 +81,11 @@ class PlayOutputConfig:
     sample_rate: int = described(16000, "rate of the mirror; audio_play_node's `sample_rate`",
                                  units="Hz")
     sample_format: str = described("S16LE", "S16LE or F32LE; audio_play_node's `sample_format`")
+    lead_s: float = described(0.3, (
+        "audio published ahead of real time: audio_play_node cannot drop what it has queued, "
+        "so this bounds what it still plays after a barge-in"), units="s")
+    barge_in: bool = described(True, "drop the queued answer when `state` says USER_SPEAKING")
+    max_queue_s: float = described(300.0, "audio queued beyond this is dropped", units="s")
 
     def __post_init__(self) -> None:
         if not 1 <= self.sample_rate <= MAX_SAMPLE_RATE:
@@ -85,6 +94,9 @@ class PlayOutputConfig:
         if self.sample_format not in BYTES_PER_SAMPLE:
             raise ConfigError(f"play.sample_format = {self.sample_format!r}: expected one of "
                               f"{sorted(BYTES_PER_SAMPLE)}")
+        if not 0.02 <= self.lead_s <= 10 or self.max_queue_s <= self.lead_s:
+            raise ConfigError(f"play.lead_s = {self.lead_s}, play.max_queue_s = "
+                              f"{self.max_queue_s}: expected 0.02 <= lead_s <= 10 < max_queue_s")
 
 
 @dataclass(frozen=True)
@@ -201,12 +213,20 @@ class CaptureInput:
 
 
 class PlayOutput:
-    """AudioChunk on audio/out -> AudioData + AudioDataStamped (+ latched AudioInfo)."""
+    """AudioChunk on audio/out -> AudioData + AudioDataStamped (+ latched AudioInfo).
+
+    Published at real-time pace, `lead_s` ahead, so a barge-in can still drop the rest.
+    """
 
     def __init__(self, node: Node, msgs, config: PlayOutputConfig, report: Reporter) -> None:
         self._msgs, self._config, self._report = msgs, config, report
         self._resampler = MonoResampler(config.sample_rate)
         self._turn: int | None = None
+        self._last_turn = 0
+        self._flushed_turn: int | None = None
+        self._queue: deque[tuple[np.ndarray, object]] = deque()
+        self._queued_frames = 0
+        self._ahead_until = 0.0  # monotonic time at which the published audio has played
         self._audio = node.create_publisher(msgs.AudioData, config.audio_topic, RELIABLE)
         self._stamped = node.create_publisher(msgs.AudioDataStamped, config.stamped_topic,
                                               RELIABLE)
@@ -218,29 +238,68 @@ class PlayOutput:
         self.publish_info()
         node.create_timer(INFO_PERIOD_S, self.publish_info)
         node.create_subscription(AudioChunk, "audio/out", self._on_chunk, RELIABLE)
+        node.create_subscription(NodeState, "state", self._on_state, STATE_QOS)
+        node.create_timer(PACE_PERIOD_S, self._publish_due)
+        self._logger = node.get_logger()
 
     def publish_info(self) -> None:
         """(Re)publish the mirror's format, as audio_capture_node does every 5 s."""
         self._info.publish(self._info_msg)
 
     def _on_chunk(self, chunk: AudioChunk) -> None:
+        if chunk.turn_id and chunk.turn_id == self._flushed_turn:
+            return
+        self._last_turn = chunk.turn_id
         try:
             pcm = audio_msg_to_pcm(chunk)
         except InputError as err:
             self._report.reject(err, "audio/out chunk")
             return
         if self._turn is not None and chunk.turn_id != self._turn:
-            self._publish(self._resampler.flush(), chunk.header)
+            self._enqueue(self._resampler.flush(), chunk.header)
         self._turn = chunk.turn_id
         samples = self._resampler.convert(pcm.samples, pcm.sample_rate)
         if chunk.is_final:
             samples = np.concatenate([samples, self._resampler.flush()])
             self._turn = None
-        self._publish(samples, chunk.header)
+        self._enqueue(samples, chunk.header)
 
-    def _publish(self, samples, header) -> None:
+    def _enqueue(self, samples: np.ndarray, header) -> None:
         if not len(samples):
             return
+        if self._queued_frames + len(samples) > self._config.max_queue_s * self._rate:
+            self._report.reject(InputError(
+                f"the audio_play queue is full ({self._config.max_queue_s} s): expected speech "
+                "no faster than it plays", reason="play_queue_full"), "audio/out chunk")
+            return
+        self._queue.append((samples, header))
+        self._queued_frames += len(samples)
+        self._publish_due()
+
+    @property
+    def _rate(self) -> int:
+        return self._config.sample_rate
+
+    def _publish_due(self) -> None:
+        """Publish queued audio while less than `lead_s` of it is still unplayed."""
+        now = time.monotonic()
+        while self._queue and self._ahead_until - now < self._config.lead_s:
+            samples, header = self._queue.popleft()
+            self._queued_frames -= len(samples)
+            self._ahead_until = max(self._ahead_until, now) + len(samples) / self._rate
+            self._publish(samples, header)
+
+    def _on_state(self, msg: NodeState) -> None:
+        if msg.state == NodeState.USER_SPEAKING and self._config.barge_in and self._queue:
+            dropped = self._queued_frames / self._rate
+            self._queue.clear()
+            self._queued_frames = 0
+            self._resampler.flush()
+            self._turn, self._flushed_turn = None, self._last_turn or None
+            self._report.counts["play.barge_in_flushes"] += 1
+            self._logger.info(f"barge-in: dropped {dropped:.2f} s of turn {self._last_turn}")
+
+    def _publish(self, samples: np.ndarray, header) -> None:
         data = float_to_wave_bytes(samples, self._config.sample_format)
         self._audio.publish(self._msgs.AudioData(data=data))
         stamped = self._msgs.AudioDataStamped(header=header)

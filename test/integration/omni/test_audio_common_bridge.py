@@ -21,7 +21,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from stream_omni_ros.msg import AudioChunk, NodeState, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_common_conversions import float_to_wave_bytes
-from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
+from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm, pcm_to_audio_msg
 from stream_omni_ros.nodes.executables import start_node
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -134,6 +134,17 @@ def is_subsequence(items: list, sequence: list) -> bool:
     return all(item in remaining for item in items)
 
 
+def mirror_of(chunks: list) -> bytes:
+    """audio/out chunks as the mirror should carry them (S16LE mono at the same rate)."""
+    return b"".join(float_to_wave_bytes(audio_msg_to_pcm(c).samples.mean(axis=1), "S16LE")
+                    for c in chunks)
+
+
+def mirrored_bytes(listener: Process) -> int:
+    """Bytes of AudioData the listener received."""
+    return sum(r["bytes"] for r in listener.json_lines("audio"))
+
+
 def spoken_turn_done(out: dict, turns: int):
     """True once `turns` responses and their final audio/out chunks have arrived."""
     return lambda: (len(out["response/final"]) >= turns
@@ -159,6 +170,9 @@ def test_capture_audio_drives_turns_and_the_answer_reaches_audio_play_and_live_s
                          save(tmp_path, "f32", mono_44k), "44100", "F32LE", "wave"],
                         interfaces_env)
     helpers.wait_until(spoken_turn_done(out, 1), what="the answer to S16LE 48 kHz stereo")
+    # the mirror plays at real-time pace: speaking again before it ends would be a barge-in
+    helpers.wait_until(lambda: mirrored_bytes(listener) >= len(mirror_of(out["audio/out"])),
+                       what="the first answer on the mirror")
     capture.next_file()
     helpers.wait_until(spoken_turn_done(out, 2), what="the answer to F32LE 44.1 kHz mono")
 
@@ -167,10 +181,9 @@ def test_capture_audio_drives_turns_and_the_answer_reaches_audio_play_and_live_s
     assert all(r.text.startswith(f"You said: {m.text}")
                for r, m in zip(out["response/final"], finals, strict=True))
     # audio/out mirrored for audio_play: the same samples as S16LE mono at 22050 Hz
-    expected = b"".join(float_to_wave_bytes(audio_msg_to_pcm(c).samples.mean(axis=1), "S16LE")
-                        for c in out["audio/out"])
-    helpers.wait_until(lambda: sum(r["bytes"] for r in listener.json_lines("audio"))
-                       >= len(expected), what="the mirrored audio")
+    expected = mirror_of(out["audio/out"])
+    helpers.wait_until(lambda: mirrored_bytes(listener) >= len(expected),
+                       what="the mirrored audio")
     assert mirror_file.read_bytes() == expected
     assert listener.json_lines("info")[-1] == {"topic": "info", "channels": 1, "rate": 22050,
                                                "format": "S16LE", "coding": "wave"}
@@ -238,3 +251,37 @@ def test_without_the_interface_packages_the_bridge_says_so_once_and_runs(
         said = [line for line in bridge.lines if f"{package} is not installed" in line]
         assert len(said) == 1, bridge.log()
     assert bridge.stop() == 0
+
+
+def test_the_audio_play_mirror_is_paced_and_drops_the_answer_on_barge_in(
+        peer, helpers, processes, interfaces_env, tmp_path):
+    # audio_play cannot drop what it queued: the bridge keeps the answer until it is due
+    rate, seconds = 8000, 60
+    answer = np.random.default_rng(1).uniform(-0.5, 0.5, rate * seconds).astype(np.float32)
+    audio_out = peer.node.create_publisher(AudioChunk, "audio/out", helpers.RELIABLE)
+    state = peer.node.create_publisher(NodeState, "state", helpers.LATCHED)
+    diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
+    processes("audio_common_bridge", interfaces_env, **{"play.sample_rate": rate})
+    mirror_file = tmp_path / "mirror.raw"
+    listener = processes(["listen", VOICE_TOPIC, str(mirror_file)], interfaces_env)
+    helpers.wait_until(lambda: "ready" in listener.lines and audio_out.get_subscription_count()
+                       and state.get_subscription_count(), what="the bridge and the listener")
+    step = rate // 10
+    for seq, first in enumerate(range(0, len(answer), step)):
+        audio_out.publish(pcm_to_audio_msg(answer[first:first + step], rate, turn_id=1,
+                                           seq=seq, encoding="S16LE"))
+    helpers.wait_until(lambda: listener.json_lines("audio"), what="the answer to start")
+    state.publish(NodeState(state=NodeState.USER_SPEAKING, label="user_speaking", turn_id=1))
+    helpers.wait_until(lambda: int(diagnostic_values(diagnostics).get(
+        "play.barge_in_flushes", 0)) == 1, what="the barge-in flush")
+    # chunks of the interrupted turn still arriving are dropped; the next turn plays
+    audio_out.publish(pcm_to_audio_msg(answer[:step], rate, turn_id=1, seq=9999,
+                                       encoding="S16LE"))
+    audio_out.publish(pcm_to_audio_msg(answer[:step], rate, turn_id=2, seq=0, is_final=True,
+                                       encoding="S16LE"))
+    next_turn = float_to_wave_bytes(answer[:step], "S16LE")
+    helpers.wait_until(lambda: mirror_file.read_bytes().endswith(next_turn),
+                       what="the next turn's audio")
+    played = mirror_file.read_bytes()[:-len(next_turn)]
+    full = float_to_wave_bytes(answer, "S16LE")
+    assert full.startswith(played) and 0 < len(played) < len(full) // 2
