@@ -29,6 +29,9 @@ class InputReason(StrEnum):
     FUTURE = "future"  # stamped further ahead of the clock than allowed
     RATE_LIMIT = "rate_limit"  # frames faster than image.max_rate_hz
     OUT_OF_RANGE = "out_of_range"  # a turn option (top_p, token limits) outside its range
+    CODING = "coding_format"  # compressed audio (mp3) where PCM ("wave") is expected
+    NO_FORMAT = "no_audio_info"  # audio received before the message describing its format
+    QUEUE_FULL = "queue_full"  # more queued than a bounded queue holds
     INVALID = "invalid"  # any other malformed request (to the model, the engine's API)
 
 

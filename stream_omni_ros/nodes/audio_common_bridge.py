@@ -26,7 +26,7 @@ from rclpy.time import Time
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.config_fields import described
-from stream_omni_ros.errors import ConfigError, InputError
+from stream_omni_ros.errors import ConfigError, InputError, InputReason
 from stream_omni_ros.msg import AudioChunk, NodeState, Transcript
 from stream_omni_ros.nodes.audio_common_conversions import (BYTES_PER_SAMPLE, MAX_SAMPLE_RATE,
                                                            MonoResampler, WaveFormat,
@@ -136,28 +136,30 @@ def import_interfaces(package: str, needed: tuple[str, ...]):
 
 
 class Reporter:
-    """Counts per reason, logging each distinct error text once (a bad stream repeats it)."""
+    """Counts per part and reason, logging each distinct error text once per part."""
+
+    SOURCES = {"capture": "capture audio", "play": "audio/out chunk"}
 
     def __init__(self, node: Node) -> None:
         self._node = node
         self.counts: Counter[str] = Counter()
-        self._last_error: dict[str, str] = {}  # per source
+        self._last_error: dict[str, str] = {}  # per part
 
-    def reject(self, err: InputError, source: str) -> None:
-        """Count a dropped message under its reason; log the error when it is new."""
-        self.counts[f"rejected.{err.reason}"] += 1
-        self.log_once(err, source)
+    def reject(self, err: InputError, part: str) -> None:
+        """Count a dropped message as `<part>.dropped.<reason>`; log the error when new."""
+        self.counts[f"{part}.dropped.{err.reason}"] += 1
+        self.log_once(err, part)
 
-    def log_once(self, err: InputError, source: str) -> None:
-        """Log an error unless it is the one logged last for that source."""
-        if str(err) != self._last_error.get(source):
-            self._last_error[source] = str(err)
-            self._node.get_logger().error(f"{source} refused: {err}")
+    def log_once(self, err: InputError, part: str) -> None:
+        """Log an error unless it is the one logged last for that part."""
+        if str(err) != self._last_error.get(part):
+            self._last_error[part] = str(err)
+            self._node.get_logger().error(f"{self.SOURCES[part]} refused: {err}")
 
-    def accept(self, what: str, source: str) -> None:
-        """Count a message passed on; the source's next error is logged again."""
-        self.counts[what] += 1
-        self._last_error.pop(source, None)
+    def accept(self, what: str, part: str) -> None:
+        """Count a message passed on as `<part>.<what>`; the part's next error is logged."""
+        self.counts[f"{part}.{what}"] += 1
+        self._last_error.pop(part, None)
 
 
 class CaptureInput:
@@ -167,7 +169,7 @@ class CaptureInput:
         self._node, self._config, self._report = node, config, report
         self._wave: WaveFormat | None = None
         self._info_error: InputError | None = InputError(
-            f"no AudioInfo received yet on {config.info_topic}", reason="no_audio_info")
+            f"no AudioInfo received yet on {config.info_topic}", reason=InputReason.NO_FORMAT)
         self._seq = 0
         self._pub = node.create_publisher(AudioChunk, "audio/in", RELIABLE)
         node.create_subscription(msgs.AudioInfo, config.info_topic, self._on_info, INFO_IN_QOS)
@@ -179,7 +181,7 @@ class CaptureInput:
             wave = audio_info_to_wave_format(info.coding_format, info.sample_format,
                                              info.channels, info.sample_rate)
         except InputError as err:
-            self._report.log_once(err, "capture audio")
+            self._report.log_once(err, "capture")
             self._wave, self._info_error = None, err
             return
         if wave != self._wave:
@@ -195,7 +197,7 @@ class CaptureInput:
                 raise self._info_error
             frames = wave_bytes_to_frames(data, self._wave, self._config.max_chunk_bytes)
         except InputError as err:
-            self._report.reject(err, "capture audio")
+            self._report.reject(err, "capture")
             return
         chunk = AudioChunk(sample_rate=self._wave.sample_rate, channels=self._wave.channels,
                            encoding=self._wave.sample_format, data=data, seq=self._seq)
@@ -209,7 +211,7 @@ class CaptureInput:
             or self._config.frame_id
         self._seq = (self._seq + 1) % 2**32
         self._pub.publish(chunk)
-        self._report.accept("capture.forwarded", "capture audio")
+        self._report.accept("forwarded", "capture")
 
 
 class PlayOutput:
@@ -253,7 +255,7 @@ class PlayOutput:
         try:
             pcm = audio_msg_to_pcm(chunk)
         except InputError as err:
-            self._report.reject(err, "audio/out chunk")
+            self._report.reject(err, "play")
             return
         if self._turn is not None and chunk.turn_id != self._turn:
             self._enqueue(self._resampler.flush(), chunk.header)
@@ -270,7 +272,7 @@ class PlayOutput:
         if self._queued_frames + len(samples) > self._config.max_queue_s * self._rate:
             self._report.reject(InputError(
                 f"the audio_play queue is full ({self._config.max_queue_s} s): expected speech "
-                "no faster than it plays", reason="play_queue_full"), "audio/out chunk")
+                "no faster than it plays", reason=InputReason.QUEUE_FULL), "play")
             return
         self._queue.append((samples, header))
         self._queued_frames += len(samples)
@@ -305,7 +307,7 @@ class PlayOutput:
         stamped = self._msgs.AudioDataStamped(header=header)
         stamped.audio.data = data
         self._stamped.publish(stamped)
-        self._report.accept("play.published", "audio/out chunk")
+        self._report.accept("published", "play")
 
 
 class LiveSpeechOutput:
@@ -330,7 +332,7 @@ class LiveSpeechOutput:
         self._pub.publish(self._msgs.LiveSpeech(
             header=msg.header, incremental=incremental, final=final,
             confidence=1.0 if msg.is_final else 0.0, language=self._config.language))
-        self._report.accept("live_speech.published", "transcript")
+        self._report.accept("published", "live_speech")
 
 
 class AudioCommonBridge(Node):
@@ -377,11 +379,11 @@ class AudioCommonBridge(Node):
     def _publish_diagnostics(self) -> None:
         values = [KeyValue(key=f"part.{k}", value=v) for k, v in self.parts.items()]
         values += [KeyValue(key=k, value=str(v)) for k, v in sorted(self.report.counts.items())]
-        rejected = sum(v for k, v in self.report.counts.items() if k.startswith("rejected."))
+        dropped = sum(v for k, v in self.report.counts.items() if ".dropped." in k)
         status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if rejected else DiagnosticStatus.OK,
+            level=DiagnosticStatus.WARN if dropped else DiagnosticStatus.OK,
             name=DIAGNOSTIC_NAME, hardware_id=self.get_fully_qualified_name(),
-            message=f"{rejected} input message(s) rejected" if rejected else "ok",
+            message=f"{dropped} message(s) dropped" if dropped else "ok",
             values=values)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream_omni_ros.errors import ConfigError, InputError
+from stream_omni_ros.errors import ConfigError, InputError, InputReason
 
 WAVE = "wave"
 BYTES_PER_SAMPLE = {"S16LE": 2, "F32LE": 4}
@@ -45,31 +45,32 @@ def audio_info_to_wave_format(coding_format: str, sample_format: str, channels: 
     """Check an AudioInfo's fields; raise InputError (with a reason) for what we cannot decode."""
     if coding_format.strip().lower() != WAVE:
         raise InputError(f"AudioInfo.coding_format {coding_format!r} is not supported: expected "
-                         f"{WAVE!r} (raw PCM); {MP3_HINT}", reason="coding_format")
+                         f"{WAVE!r} (raw PCM); {MP3_HINT}", reason=InputReason.CODING)
     if sample_format not in BYTES_PER_SAMPLE:
         raise InputError(f"AudioInfo.sample_format {sample_format!r} is not supported: expected "
                          f"one of {sorted(BYTES_PER_SAMPLE)} (the capture node's "
-                         "`sample_format` parameter)", reason="sample_format")
+                         "`sample_format` parameter)", reason=InputReason.ENCODING)
     if not 1 <= channels <= MAX_CHANNELS:
         raise InputError(f"AudioInfo.channels {channels} is invalid: expected 1..{MAX_CHANNELS}",
-                         reason="channels")
+                         reason=InputReason.CHANNELS)
     if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
         raise InputError(f"AudioInfo.sample_rate {sample_rate} is invalid: expected "
-                         f"1..{MAX_SAMPLE_RATE} Hz", reason="sample_rate")
+                         f"1..{MAX_SAMPLE_RATE} Hz", reason=InputReason.SAMPLE_RATE)
     return WaveFormat(int(sample_rate), int(channels), sample_format)
 
 
 def wave_bytes_to_frames(data: bytes, wave: WaveFormat, max_bytes: int) -> int:
     """Number of whole frames in an AudioData payload; InputError if empty, torn or too big."""
     if not data:
-        raise InputError("AudioData.data is empty: expected at least one frame", reason="empty")
+        raise InputError("AudioData.data is empty: expected at least one frame",
+                         reason=InputReason.EMPTY)
     if len(data) > max_bytes:
         raise InputError(f"AudioData.data has {len(data)} bytes: expected at most {max_bytes}",
-                         reason="too_large")
+                         reason=InputReason.TOO_LARGE)
     if len(data) % wave.frame_bytes:
         raise InputError(f"AudioData.data has {len(data)} bytes, not a whole number of "
                          f"{wave.frame_bytes}-byte frames ({wave.channels} x "
-                         f"{wave.sample_format})", reason="data_size")
+                         f"{wave.sample_format})", reason=InputReason.SIZE)
     return len(data) // wave.frame_bytes
 
 
@@ -77,7 +78,7 @@ def float_to_wave_bytes(samples: np.ndarray, sample_format: str) -> bytes:
     """Float PCM in [-1, 1] (any shape, interleaved order) as S16LE or F32LE bytes."""
     if sample_format not in BYTES_PER_SAMPLE:
         raise InputError(f"sample format {sample_format!r} is unknown: expected one of "
-                         f"{sorted(BYTES_PER_SAMPLE)}", reason="sample_format")
+                         f"{sorted(BYTES_PER_SAMPLE)}", reason=InputReason.ENCODING)
     pcm = np.asarray(samples, dtype=np.float32)
     if sample_format == "S16LE":
         return (np.clip(pcm, -1.0, 32767 / 32768) * 32768.0).round().astype("<i2").tobytes()

@@ -220,12 +220,12 @@ def test_mp3_capture_is_refused_naming_format_wave_and_the_bridge_keeps_serving(
 
     def counts() -> tuple[int, int]:
         values = diagnostic_values(diagnostics)
-        return (sum(int(v) for k, v in values.items() if k.startswith("rejected.")),
+        return (sum(int(v) for k, v in values.items() if k.startswith("capture.dropped.")),
                 int(values.get("capture.forwarded", 0)))
     # every chunk is accounted for: refused while the info said mp3, forwarded once it says wave
     helpers.wait_until(lambda: sum(counts()) == 2 * chunks_per_file and counts()[1],
                        what="all chunks counted in /diagnostics")
-    assert int(diagnostic_values(diagnostics)["rejected.coding_format"]) > 0
+    assert int(diagnostic_values(diagnostics)["capture.dropped.coding_format"]) > 0
     refused, forwarded = counts()
     assert refused >= chunks_per_file and len(audio_in) == forwarded
     sent = float_to_wave_bytes(noise, "S16LE")

@@ -35,8 +35,8 @@ def test_mp3_is_refused_naming_the_capture_nodes_wave_setting():
 
 @pytest.mark.parametrize("fields,reason", [
     (("opus", "S16LE", 1, 16000), "coding_format"),
-    (("wave", "S24LE", 1, 16000), "sample_format"),
-    (("wave", "U8", 1, 16000), "sample_format"),
+    (("wave", "S24LE", 1, 16000), "encoding"),
+    (("wave", "U8", 1, 16000), "encoding"),
     (("wave", "S16LE", 0, 16000), "channels"),
     (("wave", "S16LE", 33, 16000), "channels"),
     (("wave", "S16LE", 1, 0), "sample_rate"),
@@ -50,7 +50,7 @@ def test_other_infos_are_refused_under_their_reason(fields, reason):
 def test_wave_bytes_are_whole_frames_within_the_size_bound():
     stereo = WaveFormat(48000, 2, "S16LE")
     assert wave_bytes_to_frames(bytes(400), stereo, max_bytes=1000) == 100
-    for data, reason in ((b"", "empty"), (bytes(402), "data_size"),
+    for data, reason in ((b"", "empty"), (bytes(402), "size"),
                          (bytes(1004), "too_large")):
         with pytest.raises(InputError) as err:
             wave_bytes_to_frames(data, stereo, max_bytes=1000)
