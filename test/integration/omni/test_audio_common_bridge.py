@@ -277,9 +277,10 @@ def test_the_audio_play_mirror_is_paced_and_drops_the_answer_on_barge_in(
     # chunks of the interrupted turn still arriving are dropped; the next turn plays
     audio_out.publish(pcm_to_audio_msg(answer[:step], rate, turn_id=1, seq=9999,
                                        encoding="S16LE"))
-    audio_out.publish(pcm_to_audio_msg(answer[:step], rate, turn_id=2, seq=0, is_final=True,
+    beep = np.full(step, 0.25, np.float32)  # unlike any part of the answer
+    audio_out.publish(pcm_to_audio_msg(beep, rate, turn_id=2, seq=0, is_final=True,
                                        encoding="S16LE"))
-    next_turn = float_to_wave_bytes(answer[:step], "S16LE")
+    next_turn = float_to_wave_bytes(beep, "S16LE")
     helpers.wait_until(lambda: mirror_file.read_bytes().endswith(next_turn),
                        what="the next turn's audio")
     played = mirror_file.read_bytes()[:-len(next_turn)]
