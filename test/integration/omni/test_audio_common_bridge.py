@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,19 @@ def mirrored_bytes(listener: Process) -> int:
     return sum(r["bytes"] for r in listener.json_lines("audio"))
 
 
+def send_until_mirrored(publisher, chunk, listener: Process) -> None:
+    """Publish a one-chunk turn until the listener gets it: the bridge's writer has matched it
+    (a volatile writer drops what it sends before it discovers a reader)."""
+    for _ in range(600):
+        publisher.publish(chunk)
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            if listener.json_lines("audio"):
+                return
+            time.sleep(0.01)
+    raise AssertionError("the bridge's mirror never reached the listener")
+
+
 def spoken_turn_done(out: dict, turns: int):
     """True once `turns` responses and their final audio/out chunks have arrived."""
     return lambda: (len(out["response/final"]) >= turns
@@ -256,7 +270,7 @@ def test_without_the_interface_packages_the_bridge_says_so_once_and_runs(
 def test_the_audio_play_mirror_is_paced_and_drops_the_answer_on_barge_in(
         peer, helpers, processes, interfaces_env, tmp_path):
     # audio_play cannot drop what it queued: the bridge keeps the answer until it is due
-    rate, seconds = 8000, 60
+    rate, seconds = 8000, 30
     answer = np.random.default_rng(1).uniform(-0.5, 0.5, rate * seconds).astype(np.float32)
     audio_out = peer.node.create_publisher(AudioChunk, "audio/out", helpers.RELIABLE)
     state = peer.node.create_publisher(NodeState, "state", helpers.LATCHED)
@@ -266,23 +280,34 @@ def test_the_audio_play_mirror_is_paced_and_drops_the_answer_on_barge_in(
     listener = processes(["listen", VOICE_TOPIC, str(mirror_file)], interfaces_env)
     helpers.wait_until(lambda: "ready" in listener.lines and audio_out.get_subscription_count()
                        and state.get_subscription_count(), what="the bridge and the listener")
-    step = rate // 10
+    step = rate // 2  # 60 chunks: fewer than the reliable queues hold, so none is lost
+    warm_up = np.full(step, 0.1, np.float32)
+    send_until_mirrored(audio_out, pcm_to_audio_msg(warm_up, rate, turn_id=1, is_final=True,
+                                                    encoding="S16LE"), listener)
     for seq, first in enumerate(range(0, len(answer), step)):
-        audio_out.publish(pcm_to_audio_msg(answer[first:first + step], rate, turn_id=1,
+        audio_out.publish(pcm_to_audio_msg(answer[first:first + step], rate, turn_id=2,
                                            seq=seq, encoding="S16LE"))
-    helpers.wait_until(lambda: listener.json_lines("audio"), what="the answer to start")
-    state.publish(NodeState(state=NodeState.USER_SPEAKING, label="user_speaking", turn_id=1))
+    warm_bytes = float_to_wave_bytes(warm_up, "S16LE")
+
+    def after_warm_up() -> bytes:
+        mirrored = mirror_file.read_bytes()
+        while mirrored.startswith(warm_bytes):
+            mirrored = mirrored[len(warm_bytes):]
+        return mirrored
+    helpers.wait_until(lambda: len(after_warm_up()) >= len(warm_bytes),
+                       what="the answer to start")
+    state.publish(NodeState(state=NodeState.USER_SPEAKING, label="user_speaking", turn_id=2))
     helpers.wait_until(lambda: int(diagnostic_values(diagnostics).get(
         "play.barge_in_flushes", 0)) == 1, what="the barge-in flush")
     # chunks of the interrupted turn still arriving are dropped; the next turn plays
-    audio_out.publish(pcm_to_audio_msg(answer[:step], rate, turn_id=1, seq=9999,
+    audio_out.publish(pcm_to_audio_msg(answer[:step], rate, turn_id=2, seq=9999,
                                        encoding="S16LE"))
     beep = np.full(step, 0.25, np.float32)  # unlike any part of the answer
-    audio_out.publish(pcm_to_audio_msg(beep, rate, turn_id=2, seq=0, is_final=True,
+    audio_out.publish(pcm_to_audio_msg(beep, rate, turn_id=3, seq=0, is_final=True,
                                        encoding="S16LE"))
     next_turn = float_to_wave_bytes(beep, "S16LE")
     helpers.wait_until(lambda: mirror_file.read_bytes().endswith(next_turn),
                        what="the next turn's audio")
-    played = mirror_file.read_bytes()[:-len(next_turn)]
+    played = after_warm_up()[:-len(next_turn)]
     full = float_to_wave_bytes(answer, "S16LE")
     assert full.startswith(played) and 0 < len(played) < len(full) // 2
