@@ -12,7 +12,7 @@ from stream_omni_ros.bench.config import BenchConfig
 from stream_omni_ros.bench.parts import BenchParts
 from stream_omni_ros.bench.records import TurnRecord, since
 from stream_omni_ros.engine.audio_input import PcmChunk
-from stream_omni_ros.engine.config import EngineConfig, ImageConfig, ListenConfig
+from stream_omni_ros.engine.config import EchoConfig, EngineConfig, ImageConfig, ListenConfig
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (EngineError, ResponseDelta, SpeechChunk,
                                            TranscriptFinal, TranscriptPartial, TurnCancelled,
@@ -98,7 +98,11 @@ def run_engine_turns(responder: Responder, config: BenchConfig,
     """
     arrivals = Arrivals([], threading.Event())
     listen = ListenConfig(mode="push_to_talk" if push_to_talk else "always")
-    engine_config = EngineConfig(image=ImageConfig(frame_at=config.frame_at), listen=listen)
+    # No loudspeaker plays into this microphone, and a paced feed outruns the engine's
+    # wall-clock playback estimate: the next question must count as speech, not as echo.
+    echo = EchoConfig(without_reference="barge_in")
+    engine_config = EngineConfig(image=ImageConfig(frame_at=config.frame_at), listen=listen,
+                                 echo=echo)
     engine = ConversationEngine(responder, engine_config, speech_probability=SileroVad(),
                                 callback=arrivals.on_event)
     mic, records = Microphone(engine.feed_audio, config.pace), []
