@@ -110,6 +110,9 @@ def test_barge_in_cancels_within_one_step_and_drops_unplayed_audio(
     for _ in range(100):
         responder.gate.release()
     mic.play(silence(1.0))
+    # The worker starts the barge-in turn only after it has dropped the cancelled one's
+    # unplayed audio: reading events before that could take chunks it was about to drop.
+    wait_for(lambda: len(responder.steps) == 2, "the barge-in turn to start")
     events = collect(engine, lambda e: isinstance(e, TurnFinished) and e.turn_id != turn)
     cancelled = [e for e in events if isinstance(e, TurnCancelled)]
     assert [(e.turn_id, e.reason) for e in cancelled] == [(turn, "barge_in")]
