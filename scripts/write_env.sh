@@ -6,6 +6,9 @@ VENV="$1"; ROOT="$2"; SYSTEM_ROS="${3:-}"
 
 # Fast DDS defaults sometimes match a participant that starts later only at the next 3 s lease
 # announcement; faster initial announcements make cross-process discovery take well under 1 s.
+# The lease stays at Fast DDS's own 20 s: a process stalled longer than its lease (a loaded
+# robot computer, a model loading into swap) is dropped by its peers, and they do not match its
+# endpoints again when it comes back, so a short lease cut topics for good.
 cat > "$VENV/fastdds_fast_discovery.xml" <<'XML'
 <?xml version="1.0" encoding="UTF-8" ?>
 <dds xmlns="http://www.eprosima.com">
@@ -19,7 +22,7 @@ cat > "$VENV/fastdds_fast_discovery.xml" <<'XML'
               <period><sec>0</sec><nanosec>50000000</nanosec></period>
             </initialAnnouncements>
             <leaseAnnouncement><sec>0</sec><nanosec>500000000</nanosec></leaseAnnouncement>
-            <leaseDuration><sec>5</sec><nanosec>0</nanosec></leaseDuration>
+            <leaseDuration><sec>20</sec><nanosec>0</nanosec></leaseDuration>
           </discovery_config>
         </builtin>
       </rtps>
