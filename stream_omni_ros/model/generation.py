@@ -1,4 +1,6 @@
-"""Streaming generation for the four inference types (doc/model.md §1.3, §5.4, §5.5, §7.4, §7.5).
+"""Streaming generation for the four inference types.
+
+doc/model.md §1.3, §5.4, §5.5, §7.4, §7.5.
 
 Text-out modes run an ordinary decode loop; speech-out modes run the simultaneous policy of
 doc/model.md §7.4: the LLM leads by 3 speakable tokens, each unit step cross-attends to the last

@@ -1,4 +1,4 @@
-"""Image feature merging and token counts (doc/model.md §4.4, §12.3): unpad, newline, downscale."""
+"""Image feature merging and token counts (doc/model.md §4.4, §12.3): unpad, newline, shrink."""
 from __future__ import annotations
 
 import numpy as np
