@@ -90,6 +90,7 @@ class NodeSnapshot:
     images_buffered: int
     events_dropped: int
     counters: dict[str, int]
+    publishers: dict[str, int]  # input name -> publishers its reader has matched
     last_metrics: TurnMetrics | None
     last_error: str
 
@@ -124,6 +125,7 @@ def snapshot_to_diagnostics(snapshot: NodeSnapshot, hardware_id: str) -> Diagnos
         if gpu_mb is not None:
             values.append(("device_memory_mb", f"{gpu_mb:.0f}"))
     values += sorted((k, str(v)) for k, v in snapshot.counters.items())
+    values += [(f"publishers.{name}", str(n)) for name, n in snapshot.publishers.items()]
     values += _metric_values(snapshot.last_metrics)
     status = DiagnosticStatus(name=DIAGNOSTIC_NAME, hardware_id=hardware_id,
                               values=[KeyValue(key=k, value=v) for k, v in values])

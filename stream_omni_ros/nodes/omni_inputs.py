@@ -25,6 +25,10 @@ AUDIO_IN_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT)
 IMAGE_BURST_S = 0.5  # a burst of this many seconds of frames at max_rate_hz passes whole
 IMAGE_QOS = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                        durability=qos_profile_sensor_data.durability)
+# Diagnostics names of the inputs. A reader matches a writer later than the writer matches it,
+# and a volatile reader never gets what was sent before: its own count is what shows that a
+# microphone or camera can be heard (README "Diagnostics").
+INPUT_NAMES = ("audio_in", "audio_played", "image")
 
 
 def audio_msg_to_pcm_chunk(msg: AudioChunk) -> PcmChunk:
@@ -46,7 +50,7 @@ class InputAdapter:
         self._image_tokens = 0.0
         image_type = CompressedImage if config.image.compressed else Image
         image_callback = self.on_compressed_image if config.image.compressed else self.on_image
-        self.subscriptions = [
+        self.subscriptions = [  # audio/in, audio/played, image: the order of INPUT_NAMES
             node.create_subscription(
                 AudioChunk, "audio/in", self.on_audio, AUDIO_IN_QOS,
                 callback_group=MutuallyExclusiveCallbackGroup(),
@@ -64,6 +68,11 @@ class InputAdapter:
         self._watchdog = node.create_timer(
             config.state_period_s, self._check_watchdog,
             MutuallyExclusiveCallbackGroup(), Clock(clock_type=ClockType.STEADY_TIME))
+
+    def publisher_counts(self) -> dict[str, int]:
+        """How many publishers each input has matched, as this node's readers see them."""
+        return {name: subscription.get_publisher_count()
+                for name, subscription in zip(INPUT_NAMES, self.subscriptions)}
 
     def destroy(self) -> None:
         """Stop listening: destroy the subscriptions and the watchdog (on deactivate)."""

@@ -300,11 +300,12 @@ class OmniNode(LifecycleNode):
             self.state.update(engine.state, engine.listening)
 
     def _publish_diagnostics(self) -> None:
-        engine = self.engine
+        engine, active = self.engine, self.active
         snapshot = NodeSnapshot(
             self.lifecycle_state(), engine is not None, self.runtime.device,
             self._conversation_state(), len(engine.images) if engine is not None else 0,
             engine.dropped_events if engine is not None else 0, self.counters.snapshot(),
+            active.inputs.publisher_counts() if active is not None else {},
             self.last_metrics, self.last_error)
         array = snapshot_to_diagnostics(snapshot, self.get_fully_qualified_name())
         array.header.stamp = self.get_clock().now().to_msg()

@@ -19,6 +19,7 @@ import rclpy
 import soundfile
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import GetParameters
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -126,10 +127,47 @@ def wait_until(predicate, timeout_s: float = DEADLINE_S, what: str = "condition"
         time.sleep(0.02)
 
 
+def wait_discovered(peer: Peer, node: str = "/omni_node") -> None:
+    """Wait until `node` has discovered every publisher, subscription and client of the peer.
+
+    The peer seeing the node's reader (`get_subscription_count`, `wait_for_service`) does not
+    mean the node's reader has matched the peer's writer, and a volatile reader never gets what
+    was sent before it matched: a loaded machine lost audio chunks, camera frames and service
+    requests that way. Discovery data from one participant is processed in the order it was
+    sent, so a round trip on a client created after them proves the node knows them all.
+    """
+    client = peer.node.create_client(GetParameters, f"{node}/get_parameters")
+    assert client.wait_for_service(timeout_sec=DEADLINE_S), f"{node} not discovered"
+    deadline = time.monotonic() + DEADLINE_S
+    while True:  # a request sent before the node matched the client is lost: send again
+        future = client.call_async(GetParameters.Request(names=["autostart"]))
+        resend_at = time.monotonic() + 1.0
+        while not future.done() and time.monotonic() < resend_at:
+            time.sleep(0.01)
+        if future.done():
+            break
+        assert time.monotonic() < deadline, f"{node} never answered get_parameters"
+    peer.node.destroy_client(client)
+
+
+def wait_heard(peer: Peer, *publishers) -> None:
+    """Wait until omni_node subscribes to each publisher's topic and hears the peer on it."""
+    wait_until(lambda: all(p.get_subscription_count() for p in publishers),
+               what=", ".join(p.topic_name for p in publishers) + " subscribed")
+    wait_discovered(peer)
+
+
+def wait_for_action(peer: Peer, client) -> None:
+    """Wait until omni_node offers the action and has discovered the peer's action client."""
+    assert client.wait_for_server(timeout_sec=DEADLINE_S), "the action is not offered"
+    wait_discovered(peer)
+
+
 def call_service(peer: Peer, srv_type: type, name: str, request):
     """Call service `name` from the peer and wait for its response."""
     client = peer.node.create_client(srv_type, name)
     assert client.wait_for_service(timeout_sec=DEADLINE_S), f"{name} not offered"
+    wait_discovered(peer, name.rsplit("/", 1)[0] or "/")
     future = client.call_async(request)
     wait_until(future.done, what=name)
     return future.result()

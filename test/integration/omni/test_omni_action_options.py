@@ -16,7 +16,7 @@ from stream_omni_ros.nodes.conversions import rgb_to_image_msg
 def result_of(peer, helpers, goal: Converse.Goal):
     """Send a goal; return (status, result) once it ended."""
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
+    helpers.wait_for_action(peer, client)
     sent = client.send_goal_async(goal)
     helpers.wait_until(sent.done, what="goal acceptance")
     reply = sent.result().get_result_async()

@@ -26,7 +26,7 @@ def wait_future(future, helpers, what: str = "a reply"):
 
 def converse(peer, helpers, goal: Converse.Goal, feedback: list):
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
+    helpers.wait_for_action(peer, client)
     handle = wait_future(client.send_goal_async(goal, feedback_callback=feedback.append),
                          helpers, what="goal acceptance")
     assert handle.accepted

@@ -80,8 +80,7 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, h
     helpers.wait_until(lambda: states and states[-1].listening, what="the node listening")
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
     camera = peer.node.create_publisher(Image, "image", qos_profile_sensor_data)
-    helpers.wait_until(lambda: audio.get_subscription_count() and camera.get_subscription_count(),
-                       what="subscriptions")
+    helpers.wait_heard(peer, audio, camera)
 
     def counts() -> dict[str, str]:
         return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} \
@@ -89,6 +88,10 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, h
 
     def images_seen() -> int:
         return sum(int(v) for k, v in counts().items() if k.startswith("image."))
+    # the node's own readers report the peer's publishers (and none on audio/played)
+    helpers.wait_until(lambda: (counts().get("publishers.audio_in"), counts().get(
+        "publishers.image"), counts().get("publishers.audio_played")) == ("1", "1", "0"),
+        what="the node's readers counting the peer's publishers")
     for seq, msg in enumerate(bad_audio() + unusual_audio()):
         msg.seq = seq
         audio.publish(msg)  # a deep queue: none is lost however fast they come
@@ -124,7 +127,7 @@ def test_bad_messages_are_counted_and_the_node_keeps_serving(start_omni, peer, h
     assert "weird16" in log and "U8" in log
 
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S)
+    helpers.wait_for_action(peer, client)
     goal = client.send_goal_async(Converse.Goal(text="Are you still there?"))
     helpers.wait_until(goal.done, what="goal acceptance")
     result = goal.result().get_result_async()
@@ -143,13 +146,13 @@ def test_goal_audio_is_refused_and_counted_like_audio_in(start_omni, peer, helpe
     slow = pcm_to_audio_msg(np.zeros(200, np.float32), 2000)
     wide = pcm_to_audio_msg(np.zeros((10, 64), np.float32), 16000)
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
-    helpers.wait_until(audio.get_subscription_count, what="the audio subscription")
+    helpers.wait_heard(peer, audio)
     for seq, msg in enumerate([slow, wide]):
         msg.seq = seq
         audio.publish(msg)
 
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S)
+    helpers.wait_for_action(peer, client)
     for msg, words in ((slow, "sample_rate 2000"), (wide, "channels 64")):
         sent = client.send_goal_async(Converse.Goal(audio=[msg]))
         helpers.wait_until(sent.done, what="goal acceptance")

@@ -106,7 +106,7 @@ def test_a_wrong_model_path_is_fixed_without_a_restart(start_omni, peer, helpers
     assert not refused.successful and "unconfigured" in refused.reason
     assert helpers.change_state(peer, Transition.TRANSITION_ACTIVATE)
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S)
+    helpers.wait_for_action(peer, client)
     sent = client.send_goal_async(Converse.Goal(text="Are you there?", speak=False))
     helpers.wait_until(sent.done, 30, "goal acceptance")
     reply = sent.result().get_result_async()

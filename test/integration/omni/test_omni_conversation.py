@@ -27,8 +27,7 @@ def play_with_camera(peer, helpers, speech: np.ndarray) -> tuple[float, list[flo
     """Publish speech as stamped chunks (2x real time) and a camera frame every 0.2 s."""
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
     camera = peer.node.create_publisher(Image, "image", qos_profile_sensor_data)
-    helpers.wait_until(lambda: audio.get_subscription_count() and camera.get_subscription_count(),
-                       what="omni_node subscriptions")
+    helpers.wait_heard(peer, audio, camera)
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
     start = peer.node.get_clock().now()
     image_stamps = []
@@ -105,8 +104,7 @@ def test_response_names_the_frame_the_turn_used_not_the_latest(start_omni, peer,
     helpers.wait_until(lambda: states and states[-1].label == "listening", what="listening")
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
     camera = peer.node.create_publisher(Image, "image", qos_profile_sensor_data)
-    helpers.wait_until(lambda: audio.get_subscription_count() and camera.get_subscription_count(),
-                       what="omni_node subscriptions")
+    helpers.wait_heard(peer, audio, camera)
     rgb = np.random.default_rng(1).integers(0, 256, (48, 64, 3), np.uint8)
     start = peer.node.get_clock().now().nanoseconds
     camera.publish(rgb_to_image_msg(rgb, "bgr8", stamp=Time(nanoseconds=start).to_msg(),

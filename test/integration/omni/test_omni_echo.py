@@ -23,8 +23,7 @@ def test_echo_node_answers_a_text_goal_and_publishes_the_final_response(echo_omn
     finals = peer.collect(ResponseText, "response/final")
     audio_out = peer.collect(AudioChunk, "audio/out")
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), \
-        f"~/converse not offered:\n{echo_omni.log()}"
+    helpers.wait_for_action(peer, client)
     sent = client.send_goal_async(Converse.Goal(text="Bring me the red cup"))
     helpers.wait_until(sent.done, what="goal acceptance")
     reply = sent.result().get_result_async()

@@ -26,7 +26,7 @@ def converse_client(peer, helpers) -> ActionClient:
                           goal_service_qos_profile=BURST_QOS,
                           result_service_qos_profile=BURST_QOS,
                           cancel_service_qos_profile=BURST_QOS)
-    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
+    helpers.wait_for_action(peer, client)
     return client
 
 
@@ -44,6 +44,7 @@ def short_goal(text: str) -> Converse.Goal:
 def change_state_async(peer, helpers, transition_id: int):
     client = peer.node.create_client(ChangeState, "/omni_node/change_state")
     assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S)
+    helpers.wait_discovered(peer)
     return client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
 
 

@@ -47,7 +47,7 @@ class Diagnostics:
 def converse(peer, helpers, goal: Converse.Goal):
     """Send a goal and wait for its (status, result)."""
     client = ActionClient(peer.node, Converse, "/omni_node/converse")
-    assert client.wait_for_server(timeout_sec=helpers.DEADLINE_S), "~/converse not offered"
+    helpers.wait_for_action(peer, client)
     sent = client.send_goal_async(goal)
     helpers.wait_until(sent.done, 30, "goal acceptance")
     reply = sent.result().get_result_async()
@@ -76,7 +76,7 @@ def test_future_stamped_frames_never_pin_the_camera(start_omni, peer, helpers):
     diagnostics = Diagnostics(peer)
     omni = start_omni(**FAST_REPORTS, **{"image.buffer_length": 3, "image.max_rate_hz": 1000.0})
     camera = peer.node.create_publisher(Image, "image", qos_profile_sensor_data)
-    helpers.wait_until(camera.get_subscription_count, 60, "the image subscription")
+    helpers.wait_heard(peer, camera)
     clock = peer.node.get_clock()
 
     def frame(offset_s: float) -> Image:
@@ -131,7 +131,7 @@ def test_decompression_bombs_are_refused_before_decoding(start_omni, peer, helpe
     diagnostics = Diagnostics(peer)
     omni = start_omni(**FAST_REPORTS, **{"image.compressed": True})
     camera = peer.node.create_publisher(CompressedImage, "image", qos_profile_sensor_data)
-    helpers.wait_until(camera.get_subscription_count, 60, "the image subscription")
+    helpers.wait_heard(peer, camera)
     helpers.wait_until(lambda: diagnostics.count("process_memory_mb") > 0, 30, "diagnostics")
     memory_before = diagnostics.count("process_memory_mb")
     bomb = grey_png_bomb(12000, 12000)  # 12000 x 12000 RGB would be 412 MiB per frame
@@ -156,7 +156,7 @@ def test_microphone_that_dies_mid_utterance_ends_the_turn(start_omni, peer, help
     omni = start_omni(**FAST_REPORTS, **{"listen.mode": "push_to_talk",
                                          "audio.stall_timeout_s": 1.0})
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
-    helpers.wait_until(audio.get_subscription_count, 60, "the audio subscription")
+    helpers.wait_heard(peer, audio)
     pressed = helpers.call_service(peer, SetBool, "/omni_node/push_to_talk",
                                    SetBool.Request(data=True))
     assert pressed.success, pressed.message
@@ -201,7 +201,7 @@ def test_every_large_frame_is_accounted_for_even_when_dds_loses_it(start_omni, p
     diagnostics = Diagnostics(peer)
     start_omni(**FAST_REPORTS)
     camera = peer.node.create_publisher(Image, "image", qos_profile_sensor_data)
-    helpers.wait_until(camera.get_subscription_count, 60, "the image subscription")
+    helpers.wait_heard(peer, camera)
     # 3 MB best-effort samples: where the transport cannot carry them whole (small socket
     # buffers) the middleware reports each one lost once the next one shows the gap.
     big = rgb_to_image_msg(np.zeros((1000, 1000, 3), np.uint8))

@@ -19,6 +19,7 @@ def press(peer, helpers, pressed: bool) -> SetBool.Response:
     """Call omni_node's ~/push_to_talk and wait for its answer."""
     client = peer.node.create_client(SetBool, "/omni_node/push_to_talk")
     assert client.wait_for_service(timeout_sec=helpers.DEADLINE_S), "~/push_to_talk not offered"
+    helpers.wait_discovered(peer)
     future = client.call_async(SetBool.Request(data=pressed))
     helpers.wait_until(future.done, what=f"~/push_to_talk({pressed})")
     return future.result()
@@ -57,7 +58,7 @@ def test_audio_published_before_the_release_but_delivered_after_it_is_kept(
     responses = peer.collect(ResponseText, "response/final")
     echo_push_to_talk(start_omni, **{"listen.late_audio_wait_s": 30.0})
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
-    helpers.wait_until(audio.get_subscription_count, what="omni_node audio/in")
+    helpers.wait_heard(peer, audio)
     clock = peer.node.get_clock()
     speech = speak("Hello robot, look at this")[:16000]  # one second of speech
     assert press(peer, helpers, True).success
@@ -86,7 +87,7 @@ def test_audio_replayed_at_four_times_real_time_reaches_the_engine_in_full(
     diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
     echo_push_to_talk(start_omni, diagnostics_period_s=0.2)
     audio = peer.node.create_publisher(AudioChunk, "audio/in", helpers.RELIABLE)
-    helpers.wait_until(audio.get_subscription_count, what="omni_node audio/in")
+    helpers.wait_heard(peer, audio)
 
     def counts() -> dict[str, str]:
         return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} \
