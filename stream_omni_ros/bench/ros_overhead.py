@@ -36,6 +36,7 @@ from stream_omni_ros.model.speech_tokenizer import MODEL_SAMPLE_RATE
 from stream_omni_ros.msg import AudioChunk, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import rgb_to_image_msg
+from stream_omni_ros.nodes.discovery import wait_discovered
 from stream_omni_ros.nodes.executables import start_node
 from stream_omni_ros.nodes.omni_publishers import seconds_to_time_msg
 
@@ -86,18 +87,21 @@ class Observer:
         self.audio_pub.publish(msg)
 
     def wait_for_node(self) -> None:
-        """Until omni_node's subscriptions and publishers are matched with ours."""
+        """Until omni_node and this observer have matched each other's endpoints."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if (self.audio_pub.get_subscription_count() >= 1
                     and self.push_to_talk.service_is_ready()
                     and self.node.count_publishers(self._qualified("audio/out")) >= 1
                     and self.node.count_publishers(self._qualified("response/final")) >= 1):
-                time.sleep(0.5)  # reliable endpoints finish matching
-                return
+                break
             time.sleep(0.1)
-        raise StreamOmniError(f"omni_node (pass-through) did not match the bench topics "
-                              f"under {self.node.get_namespace()} within {START_TIMEOUT_S} s")
+        else:
+            raise StreamOmniError(f"omni_node (pass-through) did not match the bench topics "
+                                  f"under {self.node.get_namespace()} within {START_TIMEOUT_S} s")
+        if not wait_discovered(self.node, self._qualified("omni_node"), START_TIMEOUT_S):
+            raise StreamOmniError("omni_node never answered get_parameters: it cannot hear the "
+                                  "bench's audio/in publisher and push_to_talk client")
 
     def press(self, pressed: bool, wait: bool) -> None:
         """Call omni_node's ~/push_to_talk; with wait, until it answered (and fail if refused)."""

@@ -19,12 +19,12 @@ import rclpy
 import soundfile
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rcl_interfaces.srv import GetParameters
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer
+from stream_omni_ros.nodes import discovery
 from stream_omni_ros.nodes.executables import start_node
 from stream_omni_ros.vocoder.tiny_cosyvoice import write_tiny_cosyvoice
 
@@ -128,26 +128,8 @@ def wait_until(predicate, timeout_s: float = DEADLINE_S, what: str = "condition"
 
 
 def wait_discovered(peer: Peer, node: str = "/omni_node") -> None:
-    """Wait until `node` has discovered every publisher, subscription and client of the peer.
-
-    The peer seeing the node's reader (`get_subscription_count`, `wait_for_service`) does not
-    mean the node's reader has matched the peer's writer, and a volatile reader never gets what
-    was sent before it matched: a loaded machine lost audio chunks, camera frames and service
-    requests that way. Discovery data from one participant is processed in the order it was
-    sent, so a round trip on a client created after them proves the node knows them all.
-    """
-    client = peer.node.create_client(GetParameters, f"{node}/get_parameters")
-    assert client.wait_for_service(timeout_sec=DEADLINE_S), f"{node} not discovered"
-    deadline = time.monotonic() + DEADLINE_S
-    while True:  # a request sent before the node matched the client is lost: send again
-        future = client.call_async(GetParameters.Request(names=["autostart"]))
-        resend_at = time.monotonic() + 1.0
-        while not future.done() and time.monotonic() < resend_at:
-            time.sleep(0.01)
-        if future.done():
-            break
-        assert time.monotonic() < deadline, f"{node} never answered get_parameters"
-    peer.node.destroy_client(client)
+    """Wait until `node` has discovered every endpoint the peer created (architecture.md 5.1)."""
+    assert discovery.wait_discovered(peer.node, node, DEADLINE_S), f"{node} never discovered us"
 
 
 def wait_heard(peer: Peer, *publishers) -> None:
