@@ -27,9 +27,11 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from stream_omni_ros.nodes.audio_common_conversions import float_to_wave_bytes
+from stream_omni_ros.nodes.discovery import wait_discovered
 
 RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+BRIDGE = "/audio_common_bridge"  # the node that must hear this one before it sends
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -50,6 +52,7 @@ def capture(node, files: list[str]) -> None:
     info_pub = node.create_publisher(AudioInfo, "/audio/audio_info", INFO_QOS)
     audio_pub = node.create_publisher(AudioDataStamped, "/audio/audio_stamped", RELIABLE)
     wait_for(lambda: info_pub.get_subscription_count() and audio_pub.get_subscription_count())
+    wait_for(lambda: wait_discovered(node, BRIDGE, 60.0))
     say("ready")
     for index in range(0, len(files), 4):
         if index:
@@ -90,6 +93,7 @@ def listen(node, voice_topic: str, audio_file: str) -> None:
             node.create_subscription(AudioInfo, "/speech/audio_info", info, LATCHED),
             node.create_subscription(LiveSpeech, voice_topic, speech, RELIABLE)]
     wait_for(lambda: all(sub.get_publisher_count() for sub in subs))
+    wait_for(lambda: wait_discovered(node, BRIDGE, 60.0))
     say("ready")
     threading.Event().wait()
 

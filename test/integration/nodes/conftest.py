@@ -18,6 +18,8 @@ import pytest
 import rclpy
 import soundfile
 
+from stream_omni_ros.nodes.discovery import DiscoveryProbe
+
 
 @dataclass(frozen=True)
 class PulseServer:
@@ -105,6 +107,15 @@ def spin_until(node, predicate, timeout_s: float) -> bool:
     while time.monotonic() < deadline and not predicate():
         rclpy.spin_once(node, timeout_sec=0.02)
     return bool(predicate())
+
+
+def spin_until_discovered(node, server: str, timeout_s: float) -> bool:
+    """Spin `node` until node `server` has discovered its endpoints (architecture.md 5.1)."""
+    probe = DiscoveryProbe(node, server)
+    try:
+        return spin_until(node, probe.answered, timeout_s)
+    finally:
+        probe.close()
 
 
 def spin_for(node, seconds: float) -> None:

@@ -33,6 +33,7 @@ def player(pulse, ros_node, sound, tmp_path):
         assert sound.spin_until(ros_node, lambda: audio_pub.get_subscription_count() > 0
                                 and state_pub.get_subscription_count() > 0
                                 and stop.service_is_ready(), 60.0), "player did not come up"
+        assert sound.spin_until_discovered(ros_node, "/audio_player", 120.0), "player deaf"
         yield audio_pub, state_pub, stop, recording
     finally:
         recording.stop()

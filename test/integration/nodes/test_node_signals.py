@@ -56,6 +56,7 @@ def test_audio_sink_writes_the_open_turn_when_stopped_with_the_clock_stopped(
                       stderr=subprocess.PIPE, text=True)
     try:
         assert sound.spin_until(ros_node, lambda: audio.get_subscription_count() > 0, 120)
+        assert sound.spin_until_discovered(ros_node, "/audio_sink", 120)
         for step in range(5):  # the simulator runs a little, then stops (paused or exited)
             publish_clock(ros_node, clock, 100.0 + 0.1 * step)
         open_turn = sound.tone(440.0, 0.5, RATE)
