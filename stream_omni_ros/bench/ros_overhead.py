@@ -11,7 +11,6 @@ Importing this module needs rclpy: callers import it inside a guarded function.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import threading
@@ -37,7 +36,7 @@ from stream_omni_ros.msg import AudioChunk, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import rgb_to_image_msg
 from stream_omni_ros.nodes.discovery import wait_discovered
-from stream_omni_ros.nodes.executables import start_node
+from stream_omni_ros.nodes.executables import start_node, stop_node
 from stream_omni_ros.nodes.omni_publishers import seconds_to_time_msg
 
 RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
@@ -142,17 +141,6 @@ def log_tail(log: IO[bytes], chars: int = 2000) -> str:
     return log.read().decode("utf-8", "replace")[-chars:]
 
 
-def stop_node(process: subprocess.Popen) -> None:
-    """SIGINT (the node releases its engine), then kill if it does not exit."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def ros_record(turn: int, arrivals: list, sent: list[float], endpoint: float) -> TurnRecord:
     """A TurnRecord from the messages of one ROS turn, relative to the endpoint."""
     def times(topics: tuple[str, ...], keep=lambda msg: True) -> list[float]:
@@ -208,7 +196,7 @@ def run_ros_turns(config: BenchConfig, questions: list[tuple[str, np.ndarray]],
             mic.wait_out_answer(records[-1].audio_s or 0.0)
     finally:
         observer.close()
-        stop_node(process)
+        stop_node(process, timeout_s=10.0)
         log.close()
     return records
 

@@ -96,7 +96,8 @@ class PlayOutputConfig:
                               f"{sorted(BYTES_PER_SAMPLE)}")
         if not 0.02 <= self.lead_s <= 10 or self.max_queue_s <= self.lead_s:
             raise ConfigError(f"play.lead_s = {self.lead_s}, play.max_queue_s = "
-                              f"{self.max_queue_s}: expected 0.02 <= lead_s <= 10 < max_queue_s")
+                              f"{self.max_queue_s}: expected 0.02 <= lead_s <= 10 and "
+                              "lead_s < max_queue_s")
 
 
 @dataclass(frozen=True)

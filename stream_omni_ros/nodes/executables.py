@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -37,3 +38,18 @@ def start_node(name: str, params: dict[str, object] | None = None,
     for source, target in (remaps or {}).items():
         argv += ["-r", f"{source}:={target}"]
     return subprocess.Popen(argv, **popen_kwargs)
+
+
+def stop_node(process: subprocess.Popen, timeout_s: float = 20.0) -> int:
+    """SIGINT, as Ctrl-C would (the node releases its engine); kill after `timeout_s`.
+
+    Returns the exit status.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

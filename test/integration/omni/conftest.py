@@ -6,7 +6,6 @@ node's real loader. The words the tiny model says are meaningless, but every pat
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from stream_omni_ros.model.tiny_checkpoint import write_tiny_checkpoint
 from stream_omni_ros.model.tiny_speech_tokenizer import write_tiny_speech_tokenizer
 from stream_omni_ros.nodes import discovery
-from stream_omni_ros.nodes.executables import start_node
+from stream_omni_ros.nodes.executables import start_node, stop_node
 from stream_omni_ros.vocoder.tiny_cosyvoice import write_tiny_cosyvoice
 
 RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
@@ -60,15 +59,9 @@ class OmniProcess:
 
     def stop(self) -> int:
         """SIGINT, as Ctrl-C would; returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        status = stop_node(self.process)
         self._log.close()
-        return self.process.returncode
+        return status
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from stream_omni_ros.msg import AudioChunk, NodeState, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_common_conversions import float_to_wave_bytes
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm, pcm_to_audio_msg
-from stream_omni_ros.nodes.executables import start_node
+from stream_omni_ros.nodes.executables import start_node, stop_node
 
 ROOT = Path(__file__).resolve().parents[3]
 PEER = ROOT / "test" / "integration" / "audio_common_peer.py"
@@ -87,15 +86,9 @@ class Process:
 
     def stop(self) -> int:
         """SIGINT; returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        status = stop_node(self.process)
         self._reader.join(timeout=5)
-        return self.process.returncode
+        return status
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from stream_omni_ros.errors import ConfigError, InputError
+from stream_omni_ros.nodes.audio_common_bridge import PlayOutputConfig
 from stream_omni_ros.nodes.audio_common_conversions import (MonoResampler, WaveFormat,
                                                            audio_info_to_wave_format,
                                                            float_to_wave_bytes,
@@ -118,3 +119,11 @@ def test_interface_packages_are_used_only_when_they_have_the_messages():
     module, why = import_interfaces("no_such_msgs", ("AudioData",))
     assert module is None and "no_such_msgs is not installed" in why
     assert "ros-" in why and "-no-such-msgs" in why
+
+
+@pytest.mark.parametrize("lead_s, max_queue_s", [(0.01, 300.0), (11.0, 300.0), (5.0, 5.0),
+                                                 (5.0, 2.0)])
+def test_play_lead_outside_its_range_or_not_below_the_queue_is_refused(lead_s, max_queue_s):
+    with pytest.raises(ConfigError, match=r"0.02 <= lead_s <= 10 and lead_s < max_queue_s"):
+        PlayOutputConfig(lead_s=lead_s, max_queue_s=max_queue_s)
+    assert PlayOutputConfig(lead_s=5.0, max_queue_s=5.5).lead_s == 5.0
