@@ -17,6 +17,7 @@ CANCEL_REQUESTED = "cancel"
 CANCEL_RESET = "reset"
 CANCEL_STOP = "stop"
 CANCEL_AUDIO_LOST = "audio_lost"  # the microphone went silent mid-utterance (watchdog)
+CANCEL_ERROR = "error"  # the responder failed; an EngineError event says why
 
 # ConversationEngine.state values, published by omni_node as NodeState.label.
 STATE_IDLE = "idle"

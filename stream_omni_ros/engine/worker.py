@@ -11,8 +11,8 @@ from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, InterruptPlay
                                              ResetHistory, StopWorker, TextTurn)
 from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.event_queue import EventQueue
-from stream_omni_ros.engine.events import (SOURCE_PUSH_TO_TALK, SOURCE_TEXT, EngineError,
-                                           InputWarning, ResponseDelta, SpeechChunk,
+from stream_omni_ros.engine.events import (CANCEL_ERROR, SOURCE_PUSH_TO_TALK, SOURCE_TEXT,
+                                           EngineError, InputWarning, ResponseDelta, SpeechChunk,
                                            SpeechInterrupted, TranscriptFinal, TranscriptPartial,
                                            TurnCancelled, TurnFinished, TurnStarted)
 from stream_omni_ros.engine.history import ConversationHistory
@@ -72,7 +72,7 @@ class TurnWorker:
         if isinstance(command, (UtteranceEnded, TextTurn, AudioTurn)):
             unplayed = self._handle.stop_playback(turn_id)
             self._handle.end_responding(turn_id)  # before the event: readers see it ended
-            self._events.put(TurnCancelled(turn_id, "error", unplayed))
+            self._events.put(TurnCancelled(turn_id, CANCEL_ERROR, unplayed))
 
     @staticmethod
     def _superseded(command: object, later: list) -> bool:

@@ -18,9 +18,9 @@ from stream_omni_ros.action import Converse
 from stream_omni_ros.engine.audio_input import chunks_to_utterance
 from stream_omni_ros.engine.config import AudioInputConfig
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.engine.events import (EngineError, EngineEvent, ResponseDelta, SpeechChunk,
-                                           TranscriptFinal, TranscriptPartial, TurnCancelled,
-                                           TurnFinished, TurnStarted)
+from stream_omni_ros.engine.events import (CANCEL_ERROR, EngineError, EngineEvent, ResponseDelta,
+                                           SpeechChunk, TranscriptFinal, TranscriptPartial,
+                                           TurnCancelled, TurnFinished, TurnStarted)
 from stream_omni_ros.engine.responder import TurnOptions
 from stream_omni_ros.errors import InputError, InputReason, StreamOmniError
 from stream_omni_ros.msg import AudioChunk
@@ -138,7 +138,7 @@ class TurnResult:
         elif isinstance(event, TurnFinished):
             self._finished(event)
         elif isinstance(event, TurnCancelled):
-            r.stop_reason = "error" if event.reason == "error" else "cancelled"
+            r.stop_reason = "error" if event.reason == CANCEL_ERROR else "cancelled"
             self.cancel_reason = event.reason
             self.ended = True
         return "" if not isinstance(event, TurnStarted) else None

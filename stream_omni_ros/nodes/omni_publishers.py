@@ -9,7 +9,7 @@ from builtin_interfaces.msg import Time
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from stream_omni_ros.engine.events import (STATE_ERROR, STATE_IDLE, STATE_LISTENING,
+from stream_omni_ros.engine.events import (CANCEL_ERROR, STATE_ERROR, STATE_IDLE, STATE_LISTENING,
                                            STATE_SPEAKING, STATE_THINKING, STATE_USER_SPEAKING,
                                            EngineError, EngineEvent, ResponseDelta, SpeechChunk,
                                            TranscriptFinal, TranscriptPartial, TurnCancelled,
@@ -110,7 +110,7 @@ class EventPublisher:
                            end_reason_to_stop_reason(event.reason), event.image_stamp,
                            event.image_frame_id)
         elif isinstance(event, TurnCancelled):
-            reason = "error" if event.reason == "error" else "cancelled"
+            reason = "error" if event.reason == CANCEL_ERROR else "cancelled"
             self._response(event.turn_id, "", "", reason)
             self._close_audio(event.turn_id)
 
