@@ -39,6 +39,7 @@ _GEN = GenerationConfig  # defaults below are read from the model's own dataclas
 # passthrough: fixed-length answers of generation.max_new_tokens / max_new_units, for benchmarks;
 # parrot: EchoResponder speaking the heard speech back (a voice: echo-cancellation tests).
 RESPONDERS = ("model", "echo", "passthrough", "parrot")
+MODEL_FREE_RESPONDERS = ("echo", "passthrough", "parrot")  # stand-ins that load no weights
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,13 @@ def available_device(device: str) -> str:
     return "cpu"
 
 
+def runtime_on_usable_device(config: RuntimeConfig) -> RuntimeConfig:
+    """`config` with the device its responder will run on; model-free responders keep theirs."""
+    if config.responder in MODEL_FREE_RESPONDERS:
+        return config
+    return dataclasses.replace(config, device=available_device(config.device))
+
+
 def device_memory_mb(device: str) -> float | None:
     """Memory allocated by torch on a CUDA device in MiB; None for other devices."""
     if not device.startswith("cuda"):
@@ -226,7 +234,7 @@ def check_memory(config: RuntimeConfig, options: LoadOptions, free: int) -> None
 
 def load_model_responder(config: RuntimeConfig) -> StreamOmniResponder:
     """Load checkpoint, speech tokenizer and (if speech is enabled) the vocoder."""
-    config = dataclasses.replace(config, device=available_device(config.device))
+    config = runtime_on_usable_device(config)
     if not config.model.path:
         raise ConfigError("parameter model.path is empty; expected a Stream-Omni checkpoint "
                           "folder (config.json, model*.safetensors, tokenizer files)")

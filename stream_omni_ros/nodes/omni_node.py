@@ -28,7 +28,8 @@ from stream_omni_ros.engine.config import EngineConfig
 from stream_omni_ros.engine.engine import ConversationEngine
 from stream_omni_ros.engine.events import (STATE_IDLE, STATE_LISTENING, STATE_UNLOADED,
                                            EngineError, EngineEvent, InputWarning, TurnFinished)
-from stream_omni_ros.engine.runtime_config import RuntimeConfig, load_responder
+from stream_omni_ros.engine.runtime_config import (RuntimeConfig, load_responder,
+                                                   runtime_on_usable_device)
 from stream_omni_ros.errors import StreamOmniError
 from stream_omni_ros.nodes.node_process import exit_process, spin_node
 from stream_omni_ros.nodes.omni_action import ConverseServer, TurnRouter
@@ -150,7 +151,8 @@ class OmniNode(LifecycleNode):
         return self._transition("configure", self._configure, self._release)
 
     def _configure(self) -> None:
-        self.runtime = runtime = self.runtime_params.value
+        # the device the model really runs on, for the log and /diagnostics (cpu without a GPU)
+        self.runtime = runtime = runtime_on_usable_device(self.runtime_params.value)
         self.get_logger().info(f"configuring: responder {runtime.responder}, model.path "
                                f"{runtime.model.path!r}, cosyvoice.path "
                                f"{runtime.cosyvoice.path!r}")

@@ -108,4 +108,5 @@ def test_without_a_gpu_the_shipped_cuda_device_degrades_to_cpu_with_one_warning(
     log = omni.log()
     assert any(s.label == "listening" for s in states), log
     assert log.count("no CUDA GPU is usable") == 1 and "running on cpu" in log, log
+    assert "loaded on cpu" in log and "loaded on cuda" not in log, log
     assert omni.stop() == 0, log
