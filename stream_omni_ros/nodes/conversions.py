@@ -22,9 +22,11 @@ from stream_omni_ros.errors import InputError, InputReason
 try:  # ROS 2's cv_bridge exists on robots with a distro; the PyPI wheels here lack it.
     from cv_bridge import CvBridge
     _CV_BRIDGE = CvBridge()
+    IMAGE_DECODER = "cv_bridge"
 except ImportError:
     _CV_BRIDGE = None
     from rosbags.image import image_to_cvimage
+    IMAGE_DECODER = "rosbags-image (cv_bridge is not importable)"
 
 
 @dataclass(frozen=True)

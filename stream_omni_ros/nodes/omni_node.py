@@ -31,6 +31,7 @@ from stream_omni_ros.engine.events import (STATE_IDLE, STATE_LISTENING, STATE_UN
 from stream_omni_ros.engine.runtime_config import (RuntimeConfig, load_responder,
                                                    runtime_on_usable_device)
 from stream_omni_ros.errors import StreamOmniError
+from stream_omni_ros.nodes.conversions import IMAGE_DECODER
 from stream_omni_ros.nodes.node_process import exit_process, spin_node
 from stream_omni_ros.nodes.omni_action import ConverseServer, TurnRouter
 from stream_omni_ros.nodes.omni_config import RUNTIME_SAFE_ENGINE_FIELDS, OmniNodeConfig
@@ -163,7 +164,8 @@ class OmniNode(LifecycleNode):
         self._model_ref = weakref.ref(responder)
         self.last_error = ""
         self.get_logger().info(f"responder {runtime.responder} loaded on {runtime.device}; "
-                               f"process memory {process_memory_mb():.0f} MiB")
+                               f"process memory {process_memory_mb():.0f} MiB; images decoded "
+                               f"by {IMAGE_DECODER}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Open topics, the action and the services."""

@@ -109,4 +109,6 @@ def test_without_a_gpu_the_shipped_cuda_device_degrades_to_cpu_with_one_warning(
     assert any(s.label == "listening" for s in states), log
     assert log.count("no CUDA GPU is usable") == 1 and "running on cpu" in log, log
     assert "loaded on cpu" in log and "loaded on cuda" not in log, log
+    assert "images decoded by rosbags-image (cv_bridge is not importable)" in log or \
+        "images decoded by cv_bridge" in log, log
     assert omni.stop() == 0, log
