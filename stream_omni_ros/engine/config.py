@@ -172,6 +172,14 @@ class EchoConfig:
         5.0, "played audio kept for alignment with the microphone (bounds the buffer)", units="s")
     noise_suppression: bool = described(
         False, "also let the canceller suppress stationary noise")
+    # While the robot talks, the canceller's suppressor holds back the user's first syllables
+    # (double talk); requiring vad.min_speech_ms on top would delay a barge-in past 0.5 s.
+    barge_in_min_speech_ms: int = described(
+        32, "voiced audio that starts a barge-in while a converged echo reference is live "
+        "(vad.min_speech_ms otherwise)", units="ms")
+    converge_s: float = described(
+        4.0, "played audio the canceller must have processed before barge_in_min_speech_ms "
+        "applies: an unconverged canceller lets echo through", units="s")
 
     def __post_init__(self) -> None:
         _require(self.without_reference in WITHOUT_REFERENCE, "echo", "without_reference",
@@ -180,6 +188,9 @@ class EchoConfig:
                  self.reference_timeout_s, "> 0")
         _require(0.5 <= self.max_reference_s <= 60, "echo", "max_reference_s",
                  self.max_reference_s, "0.5..60")
+        _require(self.barge_in_min_speech_ms >= 0, "echo", "barge_in_min_speech_ms",
+                 self.barge_in_min_speech_ms, ">= 0")
+        _require(self.converge_s >= 0, "echo", "converge_s", self.converge_s, ">= 0")
 
 
 @dataclass(frozen=True)

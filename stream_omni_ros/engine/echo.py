@@ -13,6 +13,7 @@ and `live` is false: the listener then applies echo.without_reference.
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from stream_omni_ros.engine.config import AudioInputConfig, EchoConfig
 FRAME = MODEL_SAMPLE_RATE // 100  # the processing module works on 10 ms frames
 SILENT_REFERENCE = 1e-8  # mean square below which a far-end frame counts as silence
 CONTINUOUS_S = 0.002  # a played chunk this close to the previous one's end continues it
+RECENT_FRAMES = 1000  # the diagnostics' ERLE covers the last 10 s of frames the robot spoke
 
 
 class WebRtcCanceller:
@@ -94,7 +96,22 @@ class EchoStats:
         """Echo return loss enhancement [dB]; None before any frame with a reference."""
         if self.frames == 0:
             return None
-        return float(10.0 * np.log10(max(self.mic_energy, 1e-20) / max(self.out_energy, 1e-20)))
+        return erle_of(self.mic_energy, self.out_energy)
+
+
+@dataclass(frozen=True)
+class EchoReport:
+    """The canceller's state for diagnostics: is it cancelling, and how well lately."""
+
+    live: bool  # a playback reference is live and the library runs
+    frames: int  # 10 ms frames cancelled while the robot spoke, since the start
+    recent_erle_db: float | None  # over the last RECENT_FRAMES of those; None before any
+    unavailable: str  # why the library cannot run ("" when it can or was not needed yet)
+
+
+def erle_of(mic_energy: float, out_energy: float) -> float:
+    """Echo return loss enhancement [dB] from the energy before and after cancellation."""
+    return float(10.0 * np.log10(max(mic_energy, 1e-20) / max(out_energy, 1e-20)))
 
 
 class EchoCanceller:
@@ -105,6 +122,9 @@ class EchoCanceller:
         self.audio_config = audio_config or AudioInputConfig()
         self.reference = ReferenceBuffer(int(config.max_reference_s * MODEL_SAMPLE_RATE))
         self.stats = EchoStats()
+        self.frames = 0  # frames cancelled while the robot spoke (stats may be reset, not this)
+        self._recent: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=RECENT_FRAMES)  # (mic, out) energy of the latest of those frames
         self.unavailable: str | None = None  # why the library cannot run, once known
         self._canceller: WebRtcCanceller | None = None
         self._last_played: float | None = None  # caller-clock arrival of the last played chunk
@@ -165,6 +185,19 @@ class EchoCanceller:
             return False
         return self._load()
 
+    def converged(self, now: float) -> bool:
+        """Live, and echo.converge_s of played audio went through the canceller."""
+        return self.frames * FRAME >= self.config.converge_s * MODEL_SAMPLE_RATE \
+            and self.live(now)
+
+    def report(self, now: float) -> EchoReport:
+        """Live or not, frames cancelled, and the ERLE over the recent frames."""
+        erle = None
+        if self._recent:
+            mic, out = np.sum(np.asarray(self._recent), axis=0)
+            erle = erle_of(mic, out)
+        return EchoReport(self.live(now), self.frames, erle, self.unavailable or "")
+
     def _load(self) -> bool:
         if self._canceller is None and self.unavailable is None:
             try:
@@ -200,7 +233,10 @@ class EchoCanceller:
         far = self.reference.read(index, FRAME)
         out = self._canceller.process(far, near)
         if float(np.mean(far * far)) > SILENT_REFERENCE:
+            mic_energy, out_energy = float(np.dot(near, near)), float(np.dot(out, out))
             self.stats.frames += 1
-            self.stats.mic_energy += float(np.dot(near, near))
-            self.stats.out_energy += float(np.dot(out, out))
+            self.stats.mic_energy += mic_energy
+            self.stats.out_energy += out_energy
+            self.frames += 1
+            self._recent.append((mic_energy, out_energy))
         return out

@@ -162,6 +162,7 @@ class Listener:
         if listen.mode == "push_to_talk" or (listen.half_duplex and responding
                                              and self.turn_id is None):
             return [], warnings
+        self._endpointer.use_min_speech(self._barge_in_min_speech(responding))
         commands: list[ListenerCommand] = []
         for event in self._endpointer.push(samples, first):
             if isinstance(event, SpeechStarted):
@@ -182,6 +183,12 @@ class Listener:
             "audio has no stamps (or none arrived yet)"
         return [InputWarning(None, "echo_unaligned", f"played audio {why}; echo cancellation "
                              "needs both on one clock")]
+
+    def _barge_in_min_speech(self, responding: bool) -> int | None:
+        """echo.barge_in_min_speech_ms while the robot responds over a converged canceller."""
+        if responding and self.config.listen.barge_in and self.echo.converged(self._clock()):
+            return self.config.echo.barge_in_min_speech_ms
+        return None
 
     def _echo_fallback(self, warnings: list[InputWarning]) -> bool:
         """True when speech heard while the robot responds may be its own uncancelled voice."""

@@ -78,6 +78,7 @@ class Endpointer:
         self.speech_probability = speech_probability
         ms = MODEL_SAMPLE_RATE // 1000
         self._min_speech = config.min_speech_ms * ms
+        self._start_after = self._min_speech  # voiced samples that start speech now
         self._min_silence = config.min_silence_ms * ms
         self._pad = config.speech_pad_ms * ms
         self._max_len = int(config.max_utterance_s * MODEL_SAMPLE_RATE)
@@ -95,6 +96,11 @@ class Endpointer:
         self._last_voiced_end = next_sample
         if hasattr(self.speech_probability, "reset"):
             self.speech_probability.reset()
+
+    def use_min_speech(self, ms: int | None) -> None:
+        """Voiced audio needed to start speech from now on; None: vad.min_speech_ms."""
+        ms = self.config.min_speech_ms if ms is None else min(ms, self.config.min_speech_ms)
+        self._start_after = ms * (MODEL_SAMPLE_RATE // 1000)
 
     @property
     def in_speech(self) -> bool:
@@ -148,7 +154,7 @@ class Endpointer:
             return []
         self._voiced += FRAME_SAMPLES
         self._last_voiced_end = self._next + FRAME_SAMPLES
-        if self._voiced < self._min_speech:
+        if self._voiced < self._start_after:
             return []
         recent_start = self._next - len(self._recent)
         start = max(self._candidate_start - self._pad, recent_start, self._last_end)

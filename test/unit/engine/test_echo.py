@@ -7,8 +7,10 @@ import pytest
 from stream_omni_ros.bench import echo as echo_bench
 from stream_omni_ros.engine.audio_input import AudioFrontEnd, PcmChunk
 from stream_omni_ros.engine.config import EchoConfig
-from stream_omni_ros.engine.echo import EchoCanceller, ReferenceBuffer, float_to_pcm16
+from stream_omni_ros.engine.echo import (EchoCanceller, EchoReport, ReferenceBuffer,
+                                         float_to_pcm16)
 from stream_omni_ros.engine.events import InputWarning, SpeechInterrupted, TurnFinished
+from stream_omni_ros.engine.simulated_room import SimulatedRoom
 from stream_omni_ros.errors import ConfigError, InputError
 
 
@@ -58,6 +60,29 @@ def test_cancellation_cost_and_erle_in_the_simulated_room():
     cost, erle = echo_bench.run(8.0)
     print(f"echo cancellation: {cost:.2%} of a core, ERLE {erle:.1f} dB")
     assert erle >= 20.0 and cost > 0
+
+
+def test_report_counts_cancelled_frames_and_convergence_follows_the_played_audio():
+    pytest.importorskip("livekit.rtc", reason="echo cancellation needs the livekit wheel")
+    front_end, room = AudioFrontEnd(), SimulatedRoom()
+    canceller = EchoCanceller(EchoConfig(converge_s=1.0))
+    assert canceller.report(0.0) == EchoReport(False, 0, None, "")
+    room.speak(echo_bench.speech_like(4.0))
+    converged_at = None
+    for index in range(400):
+        mic, played = room.step(160)
+        stamp = 1000.0 + index / 100
+        converted = front_end.convert(PcmChunk(float_to_pcm16(mic), 16000, stamp=stamp))
+        canceller.add_played(PcmChunk(float_to_pcm16(played), 16000, stamp=stamp), stamp,
+                             front_end)
+        canceller.process(converted.samples, converted.first_sample, stamp)
+        if converged_at is None and canceller.converged(stamp):
+            converged_at = canceller.frames
+    report = canceller.report(1004.0)
+    assert converged_at == 100  # echo.converge_s of frames with the robot speaking
+    assert report.live and report.frames == canceller.stats.frames > 100
+    assert report.recent_erle_db == pytest.approx(canceller.stats.erle_db())  # all recent
+    assert not canceller.converged(1004.0 + 31.0)  # the reference is no longer live
 
 
 def silence(seconds: float) -> np.ndarray:

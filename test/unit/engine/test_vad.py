@@ -89,3 +89,20 @@ def test_bad_vad_config_is_rejected_naming_the_field(bad):
     from stream_omni_ros.errors import ConfigError
     with pytest.raises(ConfigError, match=f"vad.{next(iter(bad))}"):
         VadConfig(**bad)
+
+
+def test_a_shorter_minimum_speech_starts_the_same_utterance_earlier(speak, silero):
+    audio = np.concatenate([silence(0.5), speak("Where is the kitchen?"), silence(1)])
+    detected = {}
+    for ms in (None, 32, 1000):  # 1000: never longer than vad.min_speech_ms
+        endpointer = Endpointer(VadConfig(), silero)
+        endpointer.use_min_speech(ms)
+        for first in range(0, len(audio), 512):
+            started = [e for e in endpointer.push(audio[first:first + 512], first)
+                       if isinstance(e, SpeechStarted)]
+            if started:
+                detected[ms] = (started[0].start_sample, first)
+                break
+    assert detected[1000] == detected[None]
+    assert detected[32][0] == detected[None][0]  # the same pre-roll: no audio lost
+    assert detected[None][1] - detected[32][1] >= (250 - 32) * 16 - 512
