@@ -20,6 +20,7 @@ from stream_omni_ros.engine.audio_input import PcmChunk
 from stream_omni_ros.engine.commands import (Abandoned, AudioTurn, InterruptPlayback,
                                              ResetHistory, StopWorker, TextTurn)
 from stream_omni_ros.engine.config import EngineConfig
+from stream_omni_ros.engine.echo import EchoReport
 from stream_omni_ros.engine.event_queue import CallbackErrors, EventQueue, start_dispatcher
 from stream_omni_ros.engine.audio_watchdog import AudioWatchdog
 from stream_omni_ros.engine.events import (CANCEL_AUDIO_LOST, CANCEL_BARGE_IN, CANCEL_REQUESTED,
@@ -114,6 +115,11 @@ class ConversationEngine:
     def echo_stats(self):
         """The canceller's energy before and after (EchoStats), for diagnostics and tests."""
         return self._listener.echo.stats
+
+    def echo_report(self) -> EchoReport:
+        """The echo canceller now: reference live, frames cancelled, recent ERLE."""
+        with self._audio_lock:  # the canceller runs in the threads that feed audio
+            return self._listener.echo.report(self._clock())
 
     def feed_image(self, rgb: np.ndarray, stamp: float, frame_id: str = "") -> None:
         """Store a camera frame; raises InputError on a bad image or stamp."""

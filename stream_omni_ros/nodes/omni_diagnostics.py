@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from stream_omni_ros.engine.echo import EchoReport
 from stream_omni_ros.engine.events import TurnMetrics
 from stream_omni_ros.engine.runtime_config import device_memory_mb
 
@@ -93,6 +94,7 @@ class NodeSnapshot:
     publishers: dict[str, int]  # input name -> publishers its reader has matched
     last_metrics: TurnMetrics | None
     last_error: str
+    echo: EchoReport | None = None  # None while no engine runs
 
 
 def _seconds(value: float | None) -> str:
@@ -108,6 +110,15 @@ def _metric_values(metrics: TurnMetrics | None) -> list[tuple[str, str]]:
             ("last_turn.text_tokens", str(metrics.text_tokens)),
             ("last_turn.tokens_per_s", _seconds(metrics.tokens_per_s)),
             ("last_turn.audio_s", _seconds(metrics.audio_s))]
+
+
+def _echo_values(echo: EchoReport | None) -> list[tuple[str, str]]:
+    if echo is None:
+        return []
+    erle = "n/a" if echo.recent_erle_db is None else f"{echo.recent_erle_db:.1f}"
+    values = [("echo.reference_live", str(echo.live)), ("echo.frames", str(echo.frames)),
+              ("echo.erle_db", erle)]
+    return values + ([("echo.unavailable", echo.unavailable)] if echo.unavailable else [])
 
 
 def snapshot_to_diagnostics(snapshot: NodeSnapshot, hardware_id: str) -> DiagnosticArray:
@@ -127,6 +138,7 @@ def snapshot_to_diagnostics(snapshot: NodeSnapshot, hardware_id: str) -> Diagnos
     values += sorted((k, str(v)) for k, v in snapshot.counters.items())
     values += [(f"publishers.{name}", str(n)) for name, n in snapshot.publishers.items()]
     values += _metric_values(snapshot.last_metrics)
+    values += _echo_values(snapshot.echo)
     status = DiagnosticStatus(name=DIAGNOSTIC_NAME, hardware_id=hardware_id,
                               values=[KeyValue(key=k, value=v) for k, v in values])
     if snapshot.last_error and not snapshot.model_loaded:

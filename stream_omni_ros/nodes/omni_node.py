@@ -310,7 +310,8 @@ class OmniNode(LifecycleNode):
             self._conversation_state(), len(engine.images) if engine is not None else 0,
             engine.dropped_events if engine is not None else 0, self.counters.snapshot(),
             active.inputs.publisher_counts() if active is not None else {},
-            self.last_metrics, self.last_error)
+            self.last_metrics, self.last_error,
+            engine.echo_report() if engine is not None else None)
         array = snapshot_to_diagnostics(snapshot, self.get_fully_qualified_name())
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)

@@ -20,7 +20,9 @@ from stream_omni_ros.engine.events import (TranscriptFinal, TurnFinished, TurnMe
                                            TurnStarted)
 from stream_omni_ros.msg import ResponseText, Transcript
 from stream_omni_ros.nodes.omni_config import AudioOutputConfig
-from stream_omni_ros.nodes.omni_diagnostics import InputCounters
+from stream_omni_ros.engine.echo import EchoReport
+from stream_omni_ros.nodes.omni_diagnostics import (InputCounters, NodeSnapshot,
+                                                    snapshot_to_diagnostics)
 from stream_omni_ros.nodes.omni_publishers import RELIABLE_10, EventPublisher
 from stream_omni_ros.nodes.omni_services import ConversationServices
 
@@ -118,3 +120,17 @@ def test_the_import_scan_finds_a_lazy_torch_import(tmp_path):
     module = tmp_path / "lazy.py"
     module.write_text("def f():\n    import torch.cuda\n    return np\nimport numpy as np\n")
     assert imported_modules(module) == {"torch.cuda", "numpy"}
+
+
+def test_diagnostics_show_the_echo_canceller_figures():
+    def values(echo: EchoReport | None) -> dict[str, str]:
+        snapshot = NodeSnapshot("active", True, "cpu", "listening", 0, 0, {}, {}, None, "",
+                                echo)
+        status = snapshot_to_diagnostics(snapshot, "/omni_node").status[0]
+        return {kv.key: kv.value for kv in status.values if kv.key.startswith("echo.")}
+    assert values(None) == {}
+    assert values(EchoReport(True, 250, 23.456, "")) == {
+        "echo.reference_live": "True", "echo.frames": "250", "echo.erle_db": "23.5"}
+    assert values(EchoReport(False, 0, None, "no module named livekit")) == {
+        "echo.reference_live": "False", "echo.frames": "0", "echo.erle_db": "n/a",
+        "echo.unavailable": "no module named livekit"}
