@@ -312,6 +312,16 @@ class ConversationEngine:
             return STATE_LISTENING
         return state
 
+    def wait_handled(self) -> None:
+        """Block until the worker has handled every command submitted so far.
+
+        A simulation that advances its clock only after this runs the engine in lockstep: the
+        same audio gives the same turns, whatever the machine's load.
+        """
+        with self._commands.all_tasks_done:
+            while self._commands.unfinished_tasks and self._thread.is_alive():
+                self._commands.all_tasks_done.wait(0.1)
+
     @property
     def dropped_events(self) -> int:
         """Events dropped because nobody read them (queue full)."""

@@ -54,12 +54,13 @@ class TurnWorker:
             for index, command in enumerate(batch):
                 if isinstance(command, StopWorker):
                     return
-                if self._superseded(command, batch[index + 1:]):
-                    continue
                 try:
-                    self._dispatch(command)
+                    if not self._superseded(command, batch[index + 1:]):
+                        self._dispatch(command)
                 except Exception as error:  # a failing turn must not end the worker
                     self._report(command, error)
+                finally:
+                    commands.task_done()  # ConversationEngine.wait_handled counts on it
 
     def close_responder(self) -> None:
         """Let the responder free its memory (once run() has returned)."""

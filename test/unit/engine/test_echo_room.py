@@ -33,7 +33,7 @@ ONSET = 0.05  # the voice starts at its first sample this loud relative to its p
 
 
 class RoomClock:
-    """The room's audio time: the stamp of the end of the last microphone chunk."""
+    """The room's audio time: the stamp of the end of the microphone chunk being fed."""
 
     def __init__(self) -> None:
         self.now = START
@@ -88,11 +88,15 @@ class RoomRun:
         was_speaking, was_user = self.room.speaking, self.engine.state == "user_speaking"
         mic, played = self.room.step(STEP, voice)
         stamp = self.stamp
+        # The chunk has been captured when it is fed: the clock reads its end before the
+        # engine sees it, so a turn the chunk ends starts at the same audio time whenever the
+        # worker thread gets to it.
+        self.sample += STEP
+        self.clock.now = self.stamp
         if was_speaking:
             self.engine.feed_played(PcmChunk(float_to_pcm16(played), 16000, stamp=stamp))
         self.engine.feed_audio(PcmChunk(float_to_pcm16(mic), 16000, stamp=stamp))
-        self.sample += STEP
-        self.clock.now = self.stamp
+        self.engine.wait_handled()  # lockstep: the worker's reaction lands in this 10 ms
         if was_speaking and not self.room.speaking:
             self.answers += 1
         user = self.engine.state == "user_speaking"
@@ -125,7 +129,10 @@ class RoomRun:
         quiet, end = 0, self.sample + int(limit_s * 16000)
         while quiet < QUIET_S * 16000 and self.sample < end:
             self.step()
-            busy = self.room.speaking or self.engine.state not in ("idle", "listening")
+            # only what the room's own thread decides: the worker's thinking/speaking state
+            # changes on its thread's schedule and would shift the next question in audio time
+            busy = (self.room.speaking or self.ends < self.utterances
+                    or self.engine.state == "user_speaking")
             quiet = 0 if busy else quiet + STEP
 
     def play_until(self, seconds: float) -> None:
