@@ -204,7 +204,10 @@ def start_bringup(config: DemoConfig, omni_params: dict[str, object],
         OMNI: omni_params,
         "wav_source": {"files": [str(question_wav.resolve())], "chunk_s": WAV_CHUNK_S,
                        "gap_s": 1.5},
-        "audio_sink": {"output_dir": str(config.out_dir.resolve()), "idle_timeout_s": 5.0}}
+        # An answer ends with its final chunk; a slow CPU may pause longer than any short idle
+        # limit between chunks, and the demo waits answer_timeout_s for the answer anyway.
+        "audio_sink": {"output_dir": str(config.out_dir.resolve()),
+                       "idle_timeout_s": config.answer_timeout_s}}
     overrides = config.out_dir / "demo_params.yaml"
     overrides.write_text(node_params_to_yaml(node_params), encoding="utf-8")
     base = config.params_file or default_params_file()

@@ -5,6 +5,7 @@ assistant said and when each turn's audio arrived (node clock, so sim time works
 """
 from __future__ import annotations
 
+import collections
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from stream_omni_ros.errors import InputError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.node_process import exit_process, spin_node
+
+MAX_IDLE_CLOSED = 64  # turns closed while idle that are remembered for a late continuation
 
 
 @dataclass
@@ -59,6 +62,8 @@ class AudioSinkNode(Node):
         self.idle_timeout_s = float(self.declare_parameter("idle_timeout_s", 2.0).value)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.turns: dict[int, TurnRecording] = {}
+        # next seq of turns closed while idle, so a late continuation counts no false losses
+        self.closed_idle: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.rejected = 0
         self.written: list[Path] = []
         qos = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
@@ -82,6 +87,12 @@ class AudioSinkNode(Node):
         if turn is None:
             turn = self.turns[msg.turn_id] = TurnRecording(msg.turn_id, pcm.sample_rate,
                                                            self._now_s())
+            resumed = self.closed_idle.pop(msg.turn_id, None)
+            if resumed is not None:
+                turn.next_seq = resumed
+                self.get_logger().warning(
+                    f"turn {msg.turn_id} continues after {self.idle_timeout_s} s without audio: "
+                    f"its next part goes to a new file (raise idle_timeout_s to keep one)")
         turn.add(pcm.samples, msg.seq, self._now_s())
         if msg.is_final:
             self._write(self.turns.pop(msg.turn_id))
@@ -90,7 +101,11 @@ class AudioSinkNode(Node):
         now = self._now_s()
         for turn_id in [t for t, rec in self.turns.items()
                         if now - rec.last_arrival_s > self.idle_timeout_s]:
-            self._write(self.turns.pop(turn_id))
+            turn = self.turns.pop(turn_id)
+            self.closed_idle[turn_id] = turn.next_seq
+            while len(self.closed_idle) > MAX_IDLE_CLOSED:
+                self.closed_idle.popitem(last=False)
+            self._write(turn)
 
     def _write(self, turn: TurnRecording) -> None:
         path = self.output_dir / f"turn_{turn.turn_id:04d}_{len(self.written):03d}.wav"

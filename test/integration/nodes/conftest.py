@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import rclpy
 import soundfile
+from rosgraph_msgs.msg import Clock
 
 from stream_omni_ros.nodes.discovery import DiscoveryProbe
 
@@ -116,6 +117,19 @@ def spin_until_discovered(node, server: str, timeout_s: float) -> bool:
         return spin_until(node, probe.answered, timeout_s)
     finally:
         probe.close()
+
+
+def publish_clock(publisher, seconds: float) -> None:
+    """Publish one /clock message (as Gazebo would)."""
+    msg = Clock()
+    msg.clock.sec, msg.clock.nanosec = int(seconds), int(seconds % 1 * 1e9)
+    publisher.publish(msg)
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, node, timeout_s: float) -> bool:
+    """Spin the test node until `path` exists (False if the process died or time ran out)."""
+    return spin_until(node, lambda: path.exists() or process.poll() is not None,
+                      timeout_s) and path.exists()
 
 
 def spin_for(node, seconds: float) -> None:

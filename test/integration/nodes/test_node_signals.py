@@ -21,19 +21,6 @@ STOP_SEQUENCES = {"sigint": (signal.SIGINT,),
                   "sigterm": (signal.SIGTERM,)}
 
 
-def publish_clock(node, publisher, seconds: float) -> None:
-    """Publish one /clock message (as Gazebo would)."""
-    msg = Clock()
-    msg.clock.sec, msg.clock.nanosec = int(seconds), int(seconds % 1 * 1e9)
-    publisher.publish(msg)
-
-
-def wait_for_file(path, process: subprocess.Popen, node, sound, timeout_s: float) -> bool:
-    """Spin the test node until `path` exists (False if the process died or time ran out)."""
-    return sound.spin_until(node, lambda: path.exists() or process.poll() is not None,
-                            timeout_s) and path.exists()
-
-
 def stop(process: subprocess.Popen, signals: tuple[int, ...]) -> tuple[int, str]:
     """Send the signals back to back; the exit status and stderr (killed after 20 s: -9)."""
     for signum in signals:
@@ -58,7 +45,7 @@ def test_audio_sink_writes_the_open_turn_when_stopped_with_the_clock_stopped(
         assert sound.spin_until(ros_node, lambda: audio.get_subscription_count() > 0, 120)
         assert sound.spin_until_discovered(ros_node, "/audio_sink", 120)
         for step in range(5):  # the simulator runs a little, then stops (paused or exited)
-            publish_clock(ros_node, clock, 100.0 + 0.1 * step)
+            sound.publish_clock(clock, 100.0 + 0.1 * step)
         open_turn = sound.tone(440.0, 0.5, RATE)
         for seq, part in enumerate(np.split(open_turn, 5)):
             audio.publish(pcm_to_audio_msg(part[:, None], RATE, encoding="F32LE", turn_id=7,
@@ -66,7 +53,7 @@ def test_audio_sink_writes_the_open_turn_when_stopped_with_the_clock_stopped(
         # A finished turn after it: once its file exists, the open turn's chunks were taken.
         audio.publish(pcm_to_audio_msg(sound.tone(880.0, 0.1, RATE)[:, None], RATE,
                                        encoding="F32LE", turn_id=8, seq=0, is_final=True))
-        assert wait_for_file(tmp_path / "turn_0008_000.wav", sink, ros_node, sound, 120)
+        assert sound.wait_for_file(tmp_path / "turn_0008_000.wav", sink, ros_node, 120)
     finally:
         status, stderr = stop(sink, STOP_SEQUENCES[sequence])
     assert status == 0, stderr
@@ -90,7 +77,7 @@ def test_wav_source_stops_at_once_while_the_clock_stands_still(ros_node, sound, 
         def advance() -> bool:
             nonlocal sim_s
             sim_s += 0.02
-            publish_clock(ros_node, clock, sim_s)
+            sound.publish_clock(clock, sim_s)
             return len(received) >= 5
         # From here on the clock stands still: nothing publishes /clock any more.
         assert sound.spin_until(ros_node, advance, 120), "no audio/in while the clock ran"
