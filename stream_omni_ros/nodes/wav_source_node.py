@@ -5,6 +5,7 @@ spoken scenarios run in simulation and in CI without a sound card.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,12 @@ from rclpy.time import Time
 from stream_omni_ros.errors import ConfigError
 from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.audio_conversions import pcm_to_audio_msg
+from stream_omni_ros.nodes.discovery import DiscoveryProbe
 from stream_omni_ros.nodes.node_process import exit_process, spin_node
+
+# A subscriber node that never answers get_parameters (no parameter services, not rclpy) is
+# not waited for longer than this before the stream starts.
+DISCOVERY_WAIT_S = 5.0
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int]:
@@ -56,6 +62,8 @@ class WavSourceNode(Node):
         self.stream_start: Time | None = None
         self.sent_s = 0.0  # seconds of audio published so far
         self.done = False
+        self._probes: dict[str, DiscoveryProbe] | None = None  # subscriber node -> probe
+        self._probes_until = 0.0
         self.timer = self.create_timer(self.chunk_s, self._tick)
 
     def _chunks(self):
@@ -73,6 +81,8 @@ class WavSourceNode(Node):
     def _tick(self) -> None:
         if self.wait_for_subscribers and self.pub.get_subscription_count() == 0:
             return
+        if self.wait_for_subscribers and self.stream_start is None and not self._heard():
+            return
         now = self.get_clock().now()
         if self.stream_start is None:
             self.stream_start = now
@@ -89,6 +99,26 @@ class WavSourceNode(Node):
                 self.get_logger().info(f"finished: {self.seq} chunks published")
                 return
             self._publish(*chunk)
+
+    def _heard(self) -> bool:
+        """True once every subscriber node has discovered this publisher (its first chunks
+        would be lost otherwise, doc/architecture.md 5.1), or DISCOVERY_WAIT_S passed."""
+        if self._probes is None:
+            infos = self.get_subscriptions_info_by_topic(self.pub.topic_name)
+            names = {f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in infos}
+            self._probes = {name: DiscoveryProbe(self, name) for name in sorted(names)}
+            self._probes_until = time.monotonic() + DISCOVERY_WAIT_S
+        silent = [name for name, probe in self._probes.items() if not probe.answered()]
+        if silent and time.monotonic() < self._probes_until:
+            return False
+        if silent:
+            self.get_logger().warning(f"{', '.join(silent)} did not answer get_parameters "
+                                      f"within {DISCOVERY_WAIT_S} s; starting anyway (the "
+                                      "first chunks may not reach them)")
+        for probe in self._probes.values():
+            probe.close()
+        self._probes = {}
+        return True
 
     def _publish(self, samples: np.ndarray, rate: int) -> None:
         first_sample = self.stream_start + Duration(nanoseconds=int(self.sent_s * 1e9))
