@@ -180,6 +180,10 @@ class EchoConfig:
     converge_s: float = described(
         4.0, "played audio the canceller must have processed before barge_in_min_speech_ms "
         "applies: an unconverged canceller lets echo through", units="s")
+    # a loaded robot delivers audio/played late; cancelling before it came would let echo pass
+    reference_wait_s: float = described(
+        0.5, "microphone audio waits this long at most for the playback reference covering "
+        "it while the robot's answer plays", units="s")
 
     def __post_init__(self) -> None:
         _require(self.without_reference in WITHOUT_REFERENCE, "echo", "without_reference",
@@ -191,6 +195,8 @@ class EchoConfig:
         _require(self.barge_in_min_speech_ms >= 0, "echo", "barge_in_min_speech_ms",
                  self.barge_in_min_speech_ms, ">= 0")
         _require(self.converge_s >= 0, "echo", "converge_s", self.converge_s, ">= 0")
+        _require(0 <= self.reference_wait_s < self.max_reference_s, "echo", "reference_wait_s",
+                 self.reference_wait_s, "0 <= value < echo.max_reference_s")
 
 
 @dataclass(frozen=True)

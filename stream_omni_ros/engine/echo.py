@@ -7,7 +7,10 @@ echo from each 10 ms microphone frame, estimating the acoustic delay and room re
 Double talk is its job too: the user's voice passes while the robot speaks, so barge-in works.
 
 Microphone audio is processed in whole 10 ms frames; up to 159 samples wait for the next chunk.
-They keep their timeline indices, so stamps stay true. Without a live reference (no player,
+They keep their timeline indices, so stamps stay true. A busy robot may deliver audio/played after
+the microphone audio it covers: while playback is expected (the engine's answer is playing, or
+the player's last report did not end its run) frames past the reference wait for it, up to
+echo.reference_wait_s, and are then processed in order (EchoStats counts the expired waits). Without a live reference (no player,
 a third-party player, a microphone without stamps, the library missing) the audio passes as is
 and `live` is false: the listener then applies echo.without_reference.
 """
@@ -91,6 +94,7 @@ class EchoStats:
     frames: int = 0
     mic_energy: float = 0.0
     out_energy: float = 0.0
+    waits_expired: int = 0  # held microphone audio went on without its reference
 
     def erle_db(self) -> float | None:
         """Echo return loss enhancement [dB]; None before any frame with a reference."""
@@ -130,14 +134,19 @@ class EchoCanceller:
         self._last_played: float | None = None  # caller-clock arrival of the last played chunk
         self._resampler = None
         self._played_end: tuple[int, float] | None = None  # (rate, stamp where the last ended)
+        self._run_open = False  # the last played chunk did not end its run: more will come
+        # (first index, caller-clock arrival) of the microphone chunks not wholly processed
+        self._arrivals: collections.deque[tuple[int, float]] = collections.deque(maxlen=1000)
+        self._gave_up = False  # a wait expired and the reference has not caught up since
         self._next_ref = 0  # timeline index where the resampler's next output lands
         self._pending = np.zeros(0, np.float32)
         self._pending_first = 0
 
-    def add_played(self, chunk: PcmChunk, now: float, front_end: AudioFrontEnd) -> bool:
+    def add_played(self, chunk: PcmChunk, now: float, front_end: AudioFrontEnd,
+                   last: bool = False) -> bool:
         """Store a played chunk (stamp: when its first sample reached the speaker).
 
-        Returns False when it cannot be placed: no stamp, or a microphone without stamps.
+        `last`: the player's queue ran dry with it (the end of its run). Returns False when it cannot be placed: no stamp, or a microphone without stamps.
         Raises InputError on a malformed chunk.
         """
         frames = pcm_to_float(chunk, self.audio_config)
@@ -146,11 +155,14 @@ class EchoCanceller:
         first = front_end.stamp_to_sample(chunk.stamp)
         if first is None:
             return False
-        self._last_played = now
+        self._last_played, self._run_open = now, not last
         mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
         samples = self._to_16k(mono, chunk, first)
         self.reference.write(samples, self._next_ref)
         self._next_ref += len(samples)
+        if last:  # the run ended: what the resampler holds back goes in place now
+            self._drain_resampler()
+            self._played_end = None
         return True
 
     def _to_16k(self, mono: np.ndarray, chunk: PcmChunk, first: int) -> np.ndarray:
@@ -206,21 +218,25 @@ class EchoCanceller:
                 self.unavailable = str(error)
         return self._canceller is not None
 
-    def process(self, samples: np.ndarray, first: int, now: float) -> tuple[np.ndarray, int]:
+    def process(self, samples: np.ndarray, first: int, now: float,
+                expecting: bool = False) -> tuple[np.ndarray, int]:
         """Cancel echo in microphone samples at timeline index `first`; returns (out, out_first).
 
-        Only whole 10 ms frames come out while cancelling; the rest waits for the next call.
+        Only whole 10 ms frames come out while cancelling; the rest waits for the next call, and
+        so do frames past the reference while playback is `expecting` (the engine's answer is
+        playing) or the player's run is open, for echo.reference_wait_s at most.
         """
         if len(self._pending) and self._pending_first + len(self._pending) != first:
             self._pending = np.zeros(0, np.float32)  # the stream jumped: restart framing
         if not len(self._pending):
             self._pending_first = first
         self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        self._arrivals.append((first, now))
         out_first = self._pending_first
         if not self.live(now):
             out, self._pending = self._pending, np.zeros(0, np.float32)
             return out, out_first
-        whole = len(self._pending) // FRAME * FRAME
+        whole = self._ready(len(self._pending) // FRAME * FRAME, now, expecting)
         out = np.empty(whole, np.float32)
         for start in range(0, whole, FRAME):
             out[start:start + FRAME] = self._frame(self._pending[start:start + FRAME],
@@ -228,6 +244,28 @@ class EchoCanceller:
         self._pending = self._pending[whole:]
         self._pending_first += whole
         return out, out_first
+
+    def _ready(self, whole: int, now: float, expecting: bool) -> int:
+        """How many pending samples may be processed now: those the reference covers, unless
+        no playback is expected or the oldest held frame waited echo.reference_wait_s."""
+        covered = max(0, (self._next_ref - self._pending_first) // FRAME * FRAME)
+        bounded = len(self._pending) <= self.reference.capacity
+        if whole <= covered or not (expecting or self._run_open):
+            self._arrivals.clear()
+            self._gave_up = False
+            return whole
+        if self._gave_up:  # one wait per stall: then on until the reference catches up
+            self._arrivals.clear()
+            return whole
+        oldest = self._pending_first + covered
+        while len(self._arrivals) > 1 and self._arrivals[1][0] <= oldest:
+            self._arrivals.popleft()  # chunks wholly processed
+        if bounded and now - self._arrivals[0][1] < self.config.reference_wait_s:
+            return covered
+        self.stats.waits_expired += 1
+        self._arrivals.clear()
+        self._gave_up = True
+        return whole
 
     def _frame(self, near: np.ndarray, index: int) -> np.ndarray:
         far = self.reference.read(index, FRAME)

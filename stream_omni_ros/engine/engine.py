@@ -25,7 +25,8 @@ from stream_omni_ros.engine.event_queue import CallbackErrors, EventQueue, start
 from stream_omni_ros.engine.audio_watchdog import AudioWatchdog
 from stream_omni_ros.engine.events import (CANCEL_AUDIO_LOST, CANCEL_BARGE_IN, CANCEL_REQUESTED,
                                            CANCEL_RESET, CANCEL_STOP, STATE_IDLE, STATE_LISTENING,
-                                           STATE_USER_SPEAKING, EngineEvent, InputWarning)
+                                           STATE_SPEAKING, STATE_USER_SPEAKING, EngineEvent,
+                                           InputWarning)
 from stream_omni_ros.engine.image_buffer import ImageBuffer, StampedImage, any_image_to_rgb
 from stream_omni_ros.engine.listener import (Listener, ListenerCommand, TurnExtras,
                                              UtteranceEnded)
@@ -97,18 +98,20 @@ class ConversationEngine:
         with self._audio_lock:  # held while submitting too: commands keep the audio's order
             if not self._listener.listening:
                 return False
-            commands, warnings = self._listener.feed(chunk, self._handle.responding())
+            commands, warnings = self._listener.feed(
+                chunk, self._handle.responding(), self._handle.state() == STATE_SPEAKING)
             self._watchdog.heard(self._clock())
             for warning in warnings:
                 self._events.put(warning)
             self._submit(commands)
         return True
 
-    def feed_played(self, chunk: PcmChunk) -> None:
-        """Store audio the speaker played (stamp: reached the device), the echo reference."""
+    def feed_played(self, chunk: PcmChunk, last: bool = False) -> None:
+        """Store audio the speaker played (stamp: reached the device), the echo reference;
+        `last`: the player's queue ran dry with this chunk."""
         self._check_running()
         with self._audio_lock:
-            for warning in self._listener.add_played(chunk):
+            for warning in self._listener.add_played(chunk, last):
                 self._events.put(warning)
 
     @property

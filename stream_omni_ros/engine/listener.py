@@ -144,9 +144,12 @@ class Listener:
         self.armed = True
         self._next_extras = extras
 
-    def feed(self, chunk: PcmChunk, responding: bool
+    def feed(self, chunk: PcmChunk, responding: bool, speaking: bool = False
              ) -> tuple[list[ListenerCommand], list[InputWarning]]:
-        """Convert one chunk and return the resulting commands and input warnings."""
+        """Convert one chunk and return the resulting commands and input warnings.
+
+        `speaking`: the robot's answer is playing, so the echo canceller expects its reference.
+        """
         self._switch_vad_when_idle()
         converted = self.front_end.convert(chunk)
         self._frame_id = chunk.frame_id
@@ -154,8 +157,14 @@ class Listener:
             self._follow_clock()
         warnings = self._input_warnings(converted.gap_s, converted.clipped_fraction)
         warnings += self._late_audio(converted.first_sample, len(converted.samples))
+        expired = self.echo.stats.waits_expired
         samples, first = self.echo.process(converted.samples, converted.first_sample,
-                                           self._clock())
+                                           self._clock(), speaking)
+        if self.echo.stats.waits_expired > expired:
+            warnings.append(InputWarning(None, "echo_reference_late", (
+                f"microphone audio waited echo.reference_wait_s = "
+                f"{self.config.echo.reference_wait_s} s for the audio/played covering it and "
+                "went on without: echo may pass while the robot speaks")))
         listen = self.config.listen
         if self._span is not None:
             return self._feed_span(samples, first, warnings), warnings
@@ -173,9 +182,10 @@ class Listener:
                 commands.append(self._finish(event.end_sample, event.reason == "max_length"))
         return commands, warnings
 
-    def add_played(self, chunk: PcmChunk) -> list[InputWarning]:
-        """Store what the speaker played (the echo reference); raises InputError if malformed."""
-        if self.echo.add_played(chunk, self._clock(), self.front_end):
+    def add_played(self, chunk: PcmChunk, last: bool = False) -> list[InputWarning]:
+        """Store what the speaker played (the echo reference; `last`: its run ended there);
+        raises InputError if malformed."""
+        if self.echo.add_played(chunk, self._clock(), self.front_end, last):
             return []
         if not self._may_warn("echo_unaligned"):
             return []

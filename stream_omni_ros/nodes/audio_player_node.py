@@ -114,7 +114,7 @@ class AudioPlayerNode(Node):
         stamp = self.get_clock().now() + Duration(nanoseconds=int(dac_delay_s * 1e9))
         self.played_pub.publish(pcm_to_audio_msg(
             frames.astype(np.float32) / 32768.0, rate, stamp=stamp.to_msg(),
-            turn_id=self.last_turn, seq=self.played_seq))
+            turn_id=self.last_turn, seq=self.played_seq, is_final=not playing))
         self.played_seq += 1
         end = time.monotonic() + dac_delay_s + frames.shape[0] / rate
         with self.speaking_lock:

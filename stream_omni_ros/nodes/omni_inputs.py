@@ -117,7 +117,7 @@ class InputAdapter:
         if self._engine is None:  # destroyed: a callback the executor still held
             return
         try:
-            self._engine.feed_played(audio_msg_to_pcm_chunk(msg))
+            self._engine.feed_played(audio_msg_to_pcm_chunk(msg), last=msg.is_final)
         except InputError as error:
             self._reject("played", error.reason, error)
             return

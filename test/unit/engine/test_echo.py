@@ -110,3 +110,74 @@ def test_without_reference_speech_during_playback_does_not_barge_in_and_says_why
     warnings = [e for e in events if isinstance(e, InputWarning)]
     assert [w.kind for w in warnings] == ["no_echo_reference"]  # once, not per utterance
     assert "audio/played" in warnings[0].message and turn == 1
+
+
+def room_streams(seconds: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """10 ms steps of (microphone, played) audio of speech-like noise echoed by the room."""
+    room = SimulatedRoom()
+    rng = np.random.default_rng(3)
+    room.speak((0.3 * rng.standard_normal(int(seconds * 16000))).astype(np.float32))
+    steps = [room.step(160) for _ in range(int(seconds * 100))]
+    return [mic for mic, _ in steps], [played for _, played in steps]
+
+
+STALL_FROM = 100  # 10 ms step at which the player's reports stop arriving (a busy robot)
+
+
+def reported_at(step: int, stall_steps: int) -> list[int]:
+    """The steps whose played audio the player's report delivers at `step`."""
+    end = STALL_FROM + stall_steps
+    if STALL_FROM <= step < end:
+        return []
+    return list(range(STALL_FROM, end + 1)) if step == end and stall_steps else [step]
+
+
+def cancel_in_room(stall_steps: int, wait_s: float = 0.5) -> tuple[np.ndarray, EchoCanceller]:
+    """Run the canceller on the room's streams; the reference stalls for `stall_steps` steps
+    from STALL_FROM and then arrives all at once."""
+    pytest.importorskip("livekit.rtc", reason="echo cancellation needs the livekit wheel")
+    mics, played = room_streams(3.0)
+    front_end, canceller = AudioFrontEnd(), EchoCanceller(EchoConfig(reference_wait_s=wait_s))
+    out: list[np.ndarray] = []
+    for step, mic in enumerate(mics):
+        now = 100.0 + step / 100  # caller clock: the microphone arrives in real time
+        converted = front_end.convert(PcmChunk(float_to_pcm16(mic), 16000, stamp=now))
+        for was in reported_at(step, stall_steps):
+            chunk = PcmChunk(float_to_pcm16(played[was]), 16000, stamp=100.0 + was / 100)
+            assert canceller.add_played(chunk, now, front_end)
+        samples, _ = canceller.process(converted.samples, converted.first_sample, now,
+                                       expecting=True)
+        out.append(samples)
+    return np.concatenate(out), canceller
+
+
+def test_microphone_audio_waits_for_a_late_reference_and_is_cancelled_in_order():
+    on_time, _ = cancel_in_room(stall_steps=0)
+    late, canceller = cancel_in_room(stall_steps=20)  # 200 ms without reports, then all
+    # the held frames came out once their reference arrived, in stamp order, cancelled exactly
+    # as with an on-time reference: nothing was let through without it
+    assert canceller.stats.waits_expired == 0
+    assert np.array_equal(late, on_time)
+    assert canceller.stats.erle_db() >= 10.0
+
+
+def test_the_wait_for_a_late_reference_is_bounded_and_counted():
+    late, canceller = cancel_in_room(stall_steps=30, wait_s=0.1)  # 300 ms stall, 100 ms wait
+    assert canceller.stats.waits_expired == 1
+    assert len(late) == 300 * 160  # all of it went on, in order
+
+
+def test_nothing_waits_once_the_player_ended_its_run():
+    pytest.importorskip("livekit.rtc", reason="echo cancellation needs the livekit wheel")
+    front_end, canceller = AudioFrontEnd(), EchoCanceller(EchoConfig())
+    tone = float_to_pcm16(0.1 * np.ones(160, np.float32))
+    front_end.convert(PcmChunk(float_to_pcm16(np.zeros(160)), 16000, stamp=5.0))
+    canceller.add_played(PcmChunk(tone, 16000, stamp=5.01), 5.0, front_end)
+    mic = front_end.convert(PcmChunk(float_to_pcm16(np.zeros(480)), 16000, stamp=5.01))
+    out, first = canceller.process(mic.samples, mic.first_sample, 5.02)
+    assert (first, len(out)) == (160, 160)  # the run is open: frames past it wait
+    canceller.add_played(PcmChunk(tone, 16000, stamp=5.02), 5.03, front_end, last=True)
+    mic = front_end.convert(PcmChunk(float_to_pcm16(np.zeros(160)), 16000, stamp=5.04))
+    out, first = canceller.process(mic.samples, mic.first_sample, 5.04)
+    assert (first, len(out)) == (320, 480)  # ended: the held rest goes on without waiting
+    assert canceller.stats.waits_expired == 0
