@@ -10,9 +10,10 @@ Microphone audio is processed in whole 10 ms frames; up to 159 samples wait for 
 They keep their timeline indices, so stamps stay true. A busy robot may deliver audio/played after
 the microphone audio it covers: while playback is expected (the engine's answer is playing, or
 the player's last report did not end its run) frames past the reference wait for it, up to
-echo.reference_wait_s, and are then processed in order (EchoStats counts the expired waits). Without a live reference (no player,
-a third-party player, a microphone without stamps, the library missing) the audio passes as is
-and `live` is false: the listener then applies echo.without_reference.
+echo.reference_wait_s, and are then processed in order (EchoStats counts the expired waits).
+Without a live reference (no player, a third-party player, a microphone without stamps, the
+library missing) the audio passes as is and `live` is false: the listener then applies
+echo.without_reference.
 """
 from __future__ import annotations
 
@@ -146,7 +147,8 @@ class EchoCanceller:
                    last: bool = False) -> bool:
         """Store a played chunk (stamp: when its first sample reached the speaker).
 
-        `last`: the player's queue ran dry with it (the end of its run). Returns False when it cannot be placed: no stamp, or a microphone without stamps.
+        `last`: the player's queue ran dry with it (the end of its run). Returns False when it
+        cannot be placed: no stamp, or a microphone without stamps.
         Raises InputError on a malformed chunk.
         """
         frames = pcm_to_float(chunk, self.audio_config)
