@@ -235,14 +235,18 @@ class EchoCanceller:
         self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
         self._arrivals.append((first, now))
         out_first = self._pending_first
-        if not self.live(now):
+        if not self.config.cancel or self._last_played is None or not self._load():
             out, self._pending = self._pending, np.zeros(0, np.float32)
-            return out, out_first
+            self._arrivals.clear()
+            return out, out_first  # no player ever reported: there is nothing to wait for
         whole = self._ready(len(self._pending) // FRAME * FRAME, now, expecting)
-        out = np.empty(whole, np.float32)
-        for start in range(0, whole, FRAME):
-            out[start:start + FRAME] = self._frame(self._pending[start:start + FRAME],
-                                                   self._pending_first + start)
+        if not self.live(now):  # the reference went stale: frames pass unprocessed
+            out = self._pending[:whole]
+        else:
+            out = np.empty(whole, np.float32)
+            for start in range(0, whole, FRAME):
+                out[start:start + FRAME] = self._frame(self._pending[start:start + FRAME],
+                                                       self._pending_first + start)
         self._pending = self._pending[whole:]
         self._pending_first += whole
         return out, out_first

@@ -132,9 +132,11 @@ def reported_at(step: int, stall_steps: int) -> list[int]:
     return list(range(STALL_FROM, end + 1)) if step == end and stall_steps else [step]
 
 
-def cancel_in_room(stall_steps: int, wait_s: float = 0.5) -> tuple[np.ndarray, EchoCanceller]:
+def cancel_in_room(stall_steps: int, wait_s: float = 0.5, first_report: int = 0, lag: int = 0
+                   ) -> tuple[np.ndarray, EchoCanceller]:
     """Run the canceller on the room's streams; the reference stalls for `stall_steps` steps
-    from STALL_FROM and then arrives all at once."""
+    from STALL_FROM and then arrives all at once; each report comes `lag` steps late, and none
+    about the steps before `first_report`."""
     pytest.importorskip("livekit.rtc", reason="echo cancellation needs the livekit wheel")
     mics, played = room_streams(3.0)
     front_end, canceller = AudioFrontEnd(), EchoCanceller(EchoConfig(reference_wait_s=wait_s))
@@ -142,7 +144,7 @@ def cancel_in_room(stall_steps: int, wait_s: float = 0.5) -> tuple[np.ndarray, E
     for step, mic in enumerate(mics):
         now = 100.0 + step / 100  # caller clock: the microphone arrives in real time
         converted = front_end.convert(PcmChunk(float_to_pcm16(mic), 16000, stamp=now))
-        for was in reported_at(step, stall_steps):
+        for was in (w - lag for w in reported_at(step, stall_steps) if w - lag >= first_report):
             chunk = PcmChunk(float_to_pcm16(played[was]), 16000, stamp=100.0 + was / 100)
             assert canceller.add_played(chunk, now, front_end)
         samples, _ = canceller.process(converted.samples, converted.first_sample, now,
@@ -159,6 +161,12 @@ def test_microphone_audio_waits_for_a_late_reference_and_is_cancelled_in_order()
     assert canceller.stats.waits_expired == 0
     assert np.array_equal(late, on_time)
     assert canceller.stats.erle_db() >= 10.0
+
+
+def test_a_reference_always_a_little_late_is_waited_for_without_expiring():
+    # 0.8 s without a player, then every report 50 ms late
+    _, canceller = cancel_in_room(stall_steps=0, first_report=80, lag=5)
+    assert canceller.stats.waits_expired == 0
 
 
 def test_the_wait_for_a_late_reference_is_bounded_and_counted():
