@@ -18,9 +18,9 @@ from stream_omni_ros.action import Converse
 from stream_omni_ros.engine.audio_input import chunks_to_utterance
 from stream_omni_ros.engine.config import AudioInputConfig
 from stream_omni_ros.engine.engine import ConversationEngine
-from stream_omni_ros.engine.events import (CANCEL_ERROR, EngineError, EngineEvent, ResponseDelta,
-                                           SpeechChunk, TranscriptFinal, TranscriptPartial,
-                                           TurnCancelled, TurnFinished, TurnStarted)
+from stream_omni_ros.engine.events import (EngineError, EngineEvent, ResponseDelta, SpeechChunk,
+                                           TranscriptFinal, TranscriptPartial, TurnCancelled,
+                                           TurnFinished, TurnStarted)
 from stream_omni_ros.engine.responder import TurnOptions
 from stream_omni_ros.errors import InputError, InputReason, StreamOmniError
 from stream_omni_ros.msg import AudioChunk
@@ -28,8 +28,9 @@ from stream_omni_ros.nodes.conversions import image_msg_to_rgb
 from stream_omni_ros.nodes.omni_diagnostics import InputCounters
 from stream_omni_ros.nodes.omni_goals import MAX_GOALS, GoalQueue
 from stream_omni_ros.nodes.omni_inputs import audio_msg_to_pcm_chunk
-from stream_omni_ros.nodes.omni_publishers import (STATE_CODES, end_reason_to_stop_reason,
-                                                   seconds_to_time_msg, time_msg_to_seconds)
+from stream_omni_ros.nodes.omni_publishers import (STATE_CODES, cancel_reason_to_stop_reason,
+                                                   end_reason_to_stop_reason, seconds_to_time_msg,
+                                                   time_msg_to_seconds)
 
 CANCEL_WAIT_S = 5.0  # how long a cancelled goal waits for its turn to report the cancel
 CLOSE_WAIT_S = 2 * CANCEL_WAIT_S  # how long deactivate waits for every goal to end
@@ -138,7 +139,7 @@ class TurnResult:
         elif isinstance(event, TurnFinished):
             self._finished(event)
         elif isinstance(event, TurnCancelled):
-            r.stop_reason = "error" if event.reason == CANCEL_ERROR else "cancelled"
+            r.stop_reason = cancel_reason_to_stop_reason(event.reason)
             self.cancel_reason = event.reason
             self.ended = True
         return "" if not isinstance(event, TurnStarted) else None

@@ -37,6 +37,11 @@ def end_reason_to_stop_reason(reason: str) -> str:
     return STOP_REASONS.get(reason, reason)
 
 
+def cancel_reason_to_stop_reason(reason: str) -> str:
+    """A TurnCancelled reason as a ResponseText.stop_reason: "error" or "cancelled"."""
+    return "error" if reason == CANCEL_ERROR else "cancelled"
+
+
 def seconds_to_time_msg(seconds: float | None) -> Time:
     """Seconds (node clock) -> builtin_interfaces/Time; None or non-finite -> zero time."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
@@ -110,8 +115,7 @@ class EventPublisher:
                            end_reason_to_stop_reason(event.reason), event.image_stamp,
                            event.image_frame_id)
         elif isinstance(event, TurnCancelled):
-            reason = "error" if event.reason == CANCEL_ERROR else "cancelled"
-            self._response(event.turn_id, "", "", reason)
+            self._response(event.turn_id, "", "", cancel_reason_to_stop_reason(event.reason))
             self._close_audio(event.turn_id)
 
     def _transcript(self, turn_id: int, text: str, is_final: bool, start: float | None,
