@@ -32,8 +32,8 @@ from stream_omni_ros.nodes.conversions import rgb_to_image_msg
 from stream_omni_ros.apps.demo_checks import (ACCEPTED_STOP_REASONS, Arrivals, answer_wav,
                                                check_arrivals, report)
 from stream_omni_ros.apps.loopback_check import speak_to_wav
-from stream_omni_ros.nodes.omni_publishers import (AUDIO_OUT_QOS, RELIABLE_10, STATE_QOS,
-                                                   time_msg_to_seconds)
+from stream_omni_ros.nodes.omni_publishers import AUDIO_OUT_QOS, RELIABLE_10, STATE_QOS
+from stream_omni_ros.nodes.stamps import time_msg_to_seconds
 
 DEMO_EXECUTABLES = "omni_node,wav_source_node,audio_sink_node"
 WAV_CHUNK_S = 0.02

@@ -37,7 +37,7 @@ from stream_omni_ros.nodes.audio_conversions import audio_msg_to_pcm
 from stream_omni_ros.nodes.conversions import rgb_to_image_msg
 from stream_omni_ros.nodes.discovery import wait_discovered
 from stream_omni_ros.nodes.executables import start_node, stop_node
-from stream_omni_ros.nodes.omni_publishers import seconds_to_time_msg
+from stream_omni_ros.nodes.stamps import seconds_to_time_msg
 
 RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 START_TIMEOUT_S = 60.0

@@ -29,8 +29,8 @@ from stream_omni_ros.nodes.omni_diagnostics import InputCounters
 from stream_omni_ros.nodes.omni_goals import MAX_GOALS, GoalQueue
 from stream_omni_ros.nodes.omni_inputs import audio_msg_to_pcm_chunk
 from stream_omni_ros.nodes.omni_publishers import (STATE_CODES, cancel_reason_to_stop_reason,
-                                                   end_reason_to_stop_reason, seconds_to_time_msg,
-                                                   time_msg_to_seconds)
+                                                   end_reason_to_stop_reason)
+from stream_omni_ros.nodes.stamps import seconds_to_time_msg, time_msg_to_seconds
 
 CANCEL_WAIT_S = 5.0  # how long a cancelled goal waits for its turn to report the cancel
 CLOSE_WAIT_S = 2 * CANCEL_WAIT_S  # how long deactivate waits for every goal to end

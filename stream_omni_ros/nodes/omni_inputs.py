@@ -17,7 +17,7 @@ from stream_omni_ros.msg import AudioChunk
 from stream_omni_ros.nodes.conversions import compressed_image_msg_to_rgb, image_msg_to_rgb
 from stream_omni_ros.nodes.omni_config import OmniNodeConfig
 from stream_omni_ros.nodes.omni_diagnostics import InputCounters, lost_message_counter
-from stream_omni_ros.nodes.omni_publishers import time_msg_to_seconds
+from stream_omni_ros.nodes.stamps import time_msg_to_seconds
 
 # 10 s of 10 ms chunks: audio replayed faster than real time (a bag at 4x, an unpaced file)
 # queues here and is processed in full, in order; it is never dropped as a flood.

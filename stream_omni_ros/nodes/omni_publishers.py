@@ -1,7 +1,6 @@
 """Engine events -> omni_node output messages (asr/*, response/*, audio/out, state)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ from stream_omni_ros.engine.events import (CANCEL_ERROR, STATE_ERROR, STATE_IDLE
 from stream_omni_ros.msg import AudioChunk, NodeState, ResponseText, Transcript
 from stream_omni_ros.nodes.audio_conversions import pcm_to_audio_msg
 from stream_omni_ros.nodes.omni_config import AudioOutputConfig
+from stream_omni_ros.nodes.stamps import seconds_to_time_msg
 
 STATE_CODES = {STATE_IDLE: NodeState.IDLE, STATE_LISTENING: NodeState.LISTENING,
                STATE_USER_SPEAKING: NodeState.USER_SPEAKING, STATE_THINKING: NodeState.THINKING,
@@ -40,19 +40,6 @@ def end_reason_to_stop_reason(reason: str) -> str:
 def cancel_reason_to_stop_reason(reason: str) -> str:
     """A TurnCancelled reason as a ResponseText.stop_reason: "error" or "cancelled"."""
     return "error" if reason == CANCEL_ERROR else "cancelled"
-
-
-def seconds_to_time_msg(seconds: float | None) -> Time:
-    """Seconds (node clock) -> builtin_interfaces/Time; None or non-finite -> zero time."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return Time()
-    nanoseconds = int(round(seconds * 1e9))
-    return Time(sec=nanoseconds // 10**9, nanosec=nanoseconds % 10**9)
-
-
-def time_msg_to_seconds(stamp: Time) -> float:
-    """builtin_interfaces/Time -> seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 @dataclass
