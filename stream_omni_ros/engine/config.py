@@ -182,7 +182,7 @@ class EchoConfig:
         "applies: an unconverged canceller lets echo through", units="s")
     # a loaded robot delivers audio/played late; cancelling before it came would let echo pass
     reference_wait_s: float = described(
-        0.5, "microphone audio waits this long at most for the playback reference covering "
+        0.5, "at most this much microphone audio waits for the playback reference covering "
         "it while the robot's answer plays", units="s")
 
     def __post_init__(self) -> None:

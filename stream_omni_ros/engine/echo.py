@@ -9,8 +9,9 @@ Double talk is its job too: the user's voice passes while the robot speaks, so b
 Microphone audio is processed in whole 10 ms frames; up to 159 samples wait for the next chunk.
 They keep their timeline indices, so stamps stay true. A busy robot may deliver audio/played after
 the microphone audio it covers: while playback is expected (the engine's answer is playing, or
-the player's last report did not end its run) frames past the reference wait for it, up to
-echo.reference_wait_s, and are then processed in order (EchoStats counts the expired waits).
+the player's last report did not end its run) frames past the reference wait for it, until
+echo.reference_wait_s of microphone audio waits, and are then processed in order (EchoStats counts
+the expired waits).
 Without a live reference (no player, a third-party player, a microphone without stamps, the
 library missing) the audio passes as is and `live` is false: the listener then applies
 echo.without_reference.
@@ -136,8 +137,6 @@ class EchoCanceller:
         self._resampler = None
         self._played_end: tuple[int, float] | None = None  # (rate, stamp where the last ended)
         self._run_open = False  # the last played chunk did not end its run: more will come
-        # (first index, caller-clock arrival) of the microphone chunks not wholly processed
-        self._arrivals: collections.deque[tuple[int, float]] = collections.deque(maxlen=1000)
         self._gave_up = False  # a wait expired and the reference has not caught up since
         self._next_ref = 0  # timeline index where the resampler's next output lands
         self._pending = np.zeros(0, np.float32)
@@ -205,12 +204,17 @@ class EchoCanceller:
             and self.live(now)
 
     def report(self, now: float) -> EchoReport:
-        """Live or not, frames cancelled, and the ERLE over the recent frames."""
-        erle = None
-        if self._recent:
-            mic, out = np.sum(np.asarray(self._recent), axis=0)
-            erle = erle_of(mic, out)
-        return EchoReport(self.live(now), self.frames, erle, self.unavailable or "")
+        """Live or not, frames cancelled, and the ERLE over the recent frames.
+
+        Safe beside process() in another thread, without its lock: it only reads (a copy of the
+        recent energies, taken at once) and never loads the library.
+        """
+        recent = list(self._recent)
+        erle = erle_of(*np.sum(np.asarray(recent), axis=0)) if recent else None
+        live = (self.config.cancel and self._canceller is not None
+                and self._last_played is not None
+                and now - self._last_played <= self.config.reference_timeout_s)
+        return EchoReport(live, self.frames, erle, self.unavailable or "")
 
     def _load(self) -> bool:
         if self._canceller is None and self.unavailable is None:
@@ -226,20 +230,18 @@ class EchoCanceller:
 
         Only whole 10 ms frames come out while cancelling; the rest waits for the next call, and
         so do frames past the reference while playback is `expecting` (the engine's answer is
-        playing) or the player's run is open, for echo.reference_wait_s at most.
+        playing) or the player's run is open, until echo.reference_wait_s of audio waits.
         """
         if len(self._pending) and self._pending_first + len(self._pending) != first:
             self._pending = np.zeros(0, np.float32)  # the stream jumped: restart framing
         if not len(self._pending):
             self._pending_first = first
         self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
-        self._arrivals.append((first, now))
         out_first = self._pending_first
         if not self.config.cancel or self._last_played is None or not self._load():
             out, self._pending = self._pending, np.zeros(0, np.float32)
-            self._arrivals.clear()
             return out, out_first  # no player ever reported: there is nothing to wait for
-        whole = self._ready(len(self._pending) // FRAME * FRAME, now, expecting)
+        whole = self._ready(len(self._pending) // FRAME * FRAME, expecting)
         if not self.live(now):  # the reference went stale: frames pass unprocessed
             out = self._pending[:whole]
         else:
@@ -251,25 +253,23 @@ class EchoCanceller:
         self._pending_first += whole
         return out, out_first
 
-    def _ready(self, whole: int, now: float, expecting: bool) -> int:
+    def _ready(self, whole: int, expecting: bool) -> int:
         """How many pending samples may be processed now: those the reference covers, unless
-        no playback is expected or the oldest held frame waited echo.reference_wait_s."""
+        no playback is expected or echo.reference_wait_s of microphone audio waits already."""
         covered = max(0, (self._next_ref - self._pending_first) // FRAME * FRAME)
         bounded = len(self._pending) <= self.reference.capacity
         if whole <= covered or not (expecting or self._run_open):
-            self._arrivals.clear()
             self._gave_up = False
             return whole
         if self._gave_up:  # one wait per stall: then on until the reference catches up
-            self._arrivals.clear()
             return whole
-        oldest = self._pending_first + covered
-        while len(self._arrivals) > 1 and self._arrivals[1][0] <= oldest:
-            self._arrivals.popleft()  # chunks wholly processed
-        if bounded and now - self._arrivals[0][1] < self.config.reference_wait_s:
+        # Measured in microphone audio, not on the clock: a busy node that takes a backlog of
+        # chunks at once does not give up on a reference still queued behind them, and in real
+        # time the two are the same.
+        held = len(self._pending) - covered
+        if bounded and held < self.config.reference_wait_s * MODEL_SAMPLE_RATE:
             return covered
         self.stats.waits_expired += 1
-        self._arrivals.clear()
         self._gave_up = True
         return whole
 

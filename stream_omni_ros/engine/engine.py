@@ -121,8 +121,9 @@ class ConversationEngine:
 
     def echo_report(self) -> EchoReport:
         """The echo canceller now: reference live, frames cancelled, recent ERLE."""
-        with self._audio_lock:  # the canceller runs in the threads that feed audio
-            return self._listener.echo.report(self._clock())
+        # Without the audio lock: a diagnostics timer that waits for a chunk being processed
+        # keeps its callback group busy, and rclpy's executor spins while a ready timer waits.
+        return self._listener.echo.report(self._clock())
 
     def feed_image(self, rgb: np.ndarray, stamp: float, frame_id: str = "") -> None:
         """Store a camera frame; raises InputError on a bad image or stamp."""
