@@ -316,6 +316,11 @@ class ConversationEngine:
             return STATE_LISTENING
         return state
 
+    @property
+    def utterance_turn(self) -> int | None:
+        """The turn of the utterance being recorded now; None while nobody speaks."""
+        return self._listener.turn_id
+
     def wait_handled(self) -> None:
         """Block until the worker has handled every command submitted so far.
 

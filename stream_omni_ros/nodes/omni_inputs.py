@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -42,9 +43,10 @@ class InputAdapter:
     """Subscription callbacks of an active omni_node (a few lines each; the engine works)."""
 
     def __init__(self, node: Node, engine: ConversationEngine, config: OmniNodeConfig,
-                 counters: InputCounters) -> None:
+                 counters: InputCounters, on_heard: Callable[[], None]) -> None:
         self._node, self._engine, self._config = node, engine, config
         self._counters = counters
+        self._on_heard = on_heard  # publishes a state the chunk changed (barge-in, endpoint)
         self._last_log: dict[str, float] = {}
         self._last_image: float | None = None  # stamp of the previous frame
         self._image_tokens = 0.0
@@ -98,6 +100,9 @@ class InputAdapter:
         except InputError as error:
             self._reject("audio", error)
             return
+        # the state first: whoever sees the chunk counted has been sent the state it caused,
+        # and the player's barge-in flush does not wait for the next state_period_s
+        self._on_heard()
         self._count_audio(msg, heard)
 
     def _count_audio(self, msg: AudioChunk, heard: bool) -> None:

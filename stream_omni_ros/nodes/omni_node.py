@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 import traceback
 import weakref
 from dataclasses import dataclass
@@ -158,7 +159,11 @@ class OmniNode(LifecycleNode):
                                f"{runtime.model.path!r}, cosyvoice.path "
                                f"{runtime.cosyvoice.path!r}")
         responder = load_responder(runtime)
+        # The answer plays on the speaker's clock: steady time for a sound card, the simulation
+        # clock for a simulated speaker (doc/architecture.md §5.2)
+        sim_time = bool(self.get_parameter("use_sim_time").value)
         self.engine = ConversationEngine(responder, self.live.value, clock=self.now_s,
+                                         playback_clock=self.now_s if sim_time else time.monotonic,
                                          callback=self._deliver)
         self.engine.set_listening(False)  # until activate opens audio/in
         self._model_ref = weakref.ref(responder)
@@ -185,7 +190,8 @@ class OmniNode(LifecycleNode):
             # Listening before audio/in opens: the executor runs callbacks on other threads, so
             # a chunk that arrives once the subscription exists must find the engine listening.
             engine.set_listening(True)
-            inputs = InputAdapter(self, engine, self.settings, self.counters)
+            inputs = InputAdapter(self, engine, self.settings, self.counters,
+                                  self._publish_state)
         except Exception:
             engine.set_listening(False)
             for part in reversed(built):
@@ -301,6 +307,8 @@ class OmniNode(LifecycleNode):
             label = STATE_IDLE if engine.state == STATE_LISTENING else engine.state
             self.state.update(label, False, self.last_error or self.lifecycle_state())
         else:
+            # a chunk that began an utterance publishes it before TurnStarted comes through
+            self.state.turn_id = max(self.state.turn_id, engine.utterance_turn or 0)
             self.state.update(engine.state, engine.listening)
 
     def _publish_diagnostics(self) -> None:

@@ -1,6 +1,7 @@
 """Engine events -> omni_node output messages (asr/*, response/*, audio/out, state)."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,6 +153,7 @@ class StatePublisher:
         self._node = node
         self._pub = node.create_publisher(NodeState, "state", STATE_QOS)
         self._last: tuple | None = None
+        self._lock = threading.Lock()  # the state timer and the audio/in callback both update
         self.turn_id = 0
         self.error = ""  # detail of the last failed turn; cleared when a new turn starts
 
@@ -165,13 +167,14 @@ class StatePublisher:
 
     def update(self, label: str, listening: bool, detail: str = "") -> None:
         """Publish if anything changed since the last message."""
-        if self.error:
-            label, detail = STATE_ERROR, self.error
-        key = (label, self.turn_id, listening, detail)
-        if key == self._last:
-            return
-        self._last = key
-        msg = NodeState(state=STATE_CODES[label], label=label, turn_id=self.turn_id,
-                        listening=listening, detail=detail)
-        msg.header.stamp = self._node.get_clock().now().to_msg()
-        self._pub.publish(msg)
+        with self._lock:
+            if self.error:
+                label, detail = STATE_ERROR, self.error
+            key = (label, self.turn_id, listening, detail)
+            if key == self._last:
+                return
+            self._last = key
+            msg = NodeState(state=STATE_CODES[label], label=label, turn_id=self.turn_id,
+                            listening=listening, detail=detail)
+            msg.header.stamp = self._node.get_clock().now().to_msg()
+            self._pub.publish(msg)
