@@ -1,14 +1,14 @@
 """The simulated room with real processes: it owns the clock, the microphone and the user.
 
 omni_node and audio_player_node (simulated speaker) run with use_sim_time; this process publishes
-/clock and moves it in 20 ms steps, in lockstep with both:
-  1. /clock goes to C, and the room waits until the player has played its period at C
-     (`audio/speaker` reaches C + 20 ms);
-  2. the room publishes the microphone chunk [C - 20 ms, C) on `audio/in`: the speaker's sound
+/clock and moves it in 40 ms steps, in lockstep with both:
+  1. /clock goes to C, and the room waits until the player has played past C (`audio/speaker`);
+  2. the room publishes the microphone chunk [C - 40 ms, C) on `audio/in`: the speaker's sound
      delayed, reflected and scaled (engine/simulated_room.py), plus the user's voice and noise;
   3. it waits until omni_node has taken the chunk (its /diagnostics count), and while omni_node
      thinks about an answer, until the answer's audio is all out.
-The same audio therefore gives the same turns however fast the processes run. The scenario:
+The same audio therefore gives the same turns and figures however fast the processes run. Turns
+are told apart by the audio stamp of their first sample (asr/final). The scenario:
 without cancellation the robot hears itself; with it, it never does over ROUNDS answers, and a
 user who talks over an answer stops it.
 
@@ -59,9 +59,6 @@ HANG_S = 60.0  # only a hang waits this long (wall time) for a peer
 # omni_node takes a chunk within milliseconds; one it has not taken after this long (wall
 # time) was lost on the way
 LOST_S = 10.0
-# microphone chunks omni_node may have in hand: its reactions land at most this late, except
-# while the room runs strictly (around a barge-in, whose timing is measured)
-AHEAD = 8
 ACKED = ("audio.accepted", "audio.ignored.not_listening")  # diagnostics counting our chunks
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -196,7 +193,6 @@ class Room:
         self.started = time.monotonic()
         self.sent = 0  # microphone chunks omni_node should have taken
         self.lost = 0  # chunks it never took (audio/in is best effort)
-        self.strict = False  # omni_node takes each chunk before the clock moves on
         self.loud_until = -1.0  # stamp where the speaker's last loud period ended
         self.speaker_end = 0.0  # stamp where the speaker's last period ended
         self.voices: list[np.ndarray] = []
@@ -252,8 +248,7 @@ class Room:
             say(f"at {self.now - T0:.0f} s: {time.monotonic() - self.started:.0f} s of wall "
                 f"time, {self.user_turns} user turns, {self.self_interruptions} "
                 "self-interruptions")
-        ahead = 0 if self.strict else AHEAD
-        if not self.peers.wait(lambda h: h.acked >= self.sent - ahead, LOST_S):
+        if not self.peers.wait(lambda h: h.acked >= self.sent, LOST_S):
             self.sent -= 1  # best effort: a chunk omni_node never received is not waited for
             self.lost += 1
         self.peers.wait(lambda h: not self._thinking(h), HANG_S,
@@ -384,10 +379,7 @@ def barge_in(room: Room, question: np.ndarray, stop: np.ndarray) -> dict:
     room.run_for(0.5)
     playing_before = room.loud_until >= room.now - STEP_S
     before = len(room.barge_ins)
-    room.strict = True  # the user's voice and omni_node's reaction land in the same step
     room.say(stop)
-    room.run_for(VOICE_MARGIN_S)
-    room.strict = False
     onset = room.utterances[-1][0]
     room.wait_quiet()
     return {"playing": playing_before, "onset_s": round(onset - T0, 3),

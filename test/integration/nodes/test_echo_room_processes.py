@@ -52,7 +52,7 @@ def test_room_echo_interrupts_without_cancellation_and_never_with_it(speak, tmp_
             for name in ("omni", "player")}
     sim = {"use_sim_time": True}
     # /diagnostics carry omni_node's count of microphone chunks taken: the room's lockstep
-    omni = start_node("omni_node", {**sim, "responder": "parrot", "diagnostics_period_s": 0.1},
+    omni = start_node("omni_node", {**sim, "responder": "parrot", "diagnostics_period_s": 0.05},
                       stdout=logs["omni"], stderr=subprocess.STDOUT)
     player = start_node("audio_player_node", {**sim, "simulated_speaker": True,
                                               "jitter_buffer_s": 0.05},
