@@ -192,11 +192,12 @@ class EchoCanceller:
 
     def live(self, now: float) -> bool:
         """True while cancellation runs: enabled, library present, a recent played chunk."""
-        if not self.config.cancel or self._last_played is None:
-            return False
-        if now - self._last_played > self.config.reference_timeout_s:
-            return False
-        return self._load()
+        return self._reference_recent(now) and self._load()
+
+    def _reference_recent(self, now: float) -> bool:
+        """Enabled, and a played chunk arrived within echo.reference_timeout_s."""
+        return (self.config.cancel and self._last_played is not None
+                and now - self._last_played <= self.config.reference_timeout_s)
 
     def converged(self, now: float) -> bool:
         """Live, and echo.converge_s of played audio went through the canceller."""
@@ -211,9 +212,7 @@ class EchoCanceller:
         """
         recent = list(self._recent)
         erle = erle_of(*np.sum(np.asarray(recent), axis=0)) if recent else None
-        live = (self.config.cancel and self._canceller is not None
-                and self._last_played is not None
-                and now - self._last_played <= self.config.reference_timeout_s)
+        live = self._canceller is not None and self._reference_recent(now)
         return EchoReport(live, self.frames, erle, self.unavailable or "")
 
     def _load(self) -> bool:
